@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests run on CPU with random weights; nothing is downloaded."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or a skip naming it when a user's clone has no ../shared."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is absent (it exists only beside the project's own checkout)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory) -> str:
+    """A small toy dataset generated once per session and registered under the toy_* names."""
+    from segcommon.data.datasets.toy import generate_toy_dataset, register_toy_datasets
+
+    root = str(tmp_path_factory.mktemp("toy"))
+    generate_toy_dataset(root, num_train=8, num_val=4, image_size=128, seed=0)
+    register_toy_datasets(root)
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
