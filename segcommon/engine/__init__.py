@@ -1,0 +1,4 @@
+from .defaults import ConfigError, get_project_cfg, setup_cfg
+from .trainer import Trainer
+
+__all__ = ["ConfigError", "get_project_cfg", "setup_cfg", "Trainer"]
