@@ -24,29 +24,21 @@ Example::
     python tools/datasets/prepare_ade20k_full_sem_seg.py --root datasets
 """
 import argparse
-import importlib.util
 import os
 import pickle
 import sys
-import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # imported by file path (as the tests do) rather than run
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
+
 _MAX_SHORT_SIDE = 512
 _IGNORE = 65535
-
-
-def _load_meta(module: str):
-    """Import ``segcommon/data/datasets/meta/<module>.py`` by path: importing the segcommon
-    package would also register datasets and pull in the models' dependencies."""
-    path = os.path.join(_REPO_ROOT, "segcommon", "data", "datasets", "meta", module + ".py")
-    spec = importlib.util.spec_from_file_location(f"_segcommon_meta_{module}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def decode_class_mask(seg_rgb: np.ndarray) -> np.ndarray:
@@ -79,7 +71,7 @@ def convert(root: str) -> int:
     """Convert every image listed in the index; returns their number."""
     import cv2  # opencv-python-headless; imported here so that `--help` works without it
 
-    meta = _load_meta("ade20k_full")
+    meta = _common.load_meta("ade20k_full")
     id_map = {c["id"]: c["trainId"] for c in meta.ADE20K_FULL_CATEGORIES}
     base = os.path.join(root, "ADE20K_2021_17_01")
     index_file = os.path.join(base, "index_ade20k.pkl")
@@ -96,9 +88,7 @@ def convert(root: str) -> int:
 
     items = list(zip(index["folder"], index["filename"]))
     print(f"{len(items)} images -> {base}/{{images,annotations}}_detectron2")
-    start = time.time()
-    step = max(1, len(items) // 50)
-    for i, (folder, file_name) in enumerate(items, 1):
+    for folder, file_name in _common.progress(items, len(items), parts=50):
         split = "validation" if file_name.split("_")[1] == "val" else "training"
         # 'folder' is relative to the folder that contains ADE20K_2021_17_01/
         image_file = os.path.join(root, folder, file_name)
@@ -117,31 +107,16 @@ def convert(root: str) -> int:
         Image.fromarray(to_train_ids(label, id_map)).save(
             os.path.join(base, "annotations_detectron2", split, file_name[: -len(".jpg")] + ".tif")
         )
-        if i % step == 0 or i == len(items):
-            print(f"{i}/{len(items)} ({time.time() - start:.0f}s)")
     return len(items)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="dataset root containing ADE20K_2021_17_01/ "
-        "(default: $DETECTRON2_DATASETS, else ./datasets)",
-    )
-    return parser.parse_args(argv)
+    return _common.make_parser(__doc__, "ADE20K_2021_17_01/").parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        convert(args.root)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("done")
-    return 0
+    return _common.run(convert, [(args.root,)])
 
 
 if __name__ == "__main__":

@@ -27,28 +27,19 @@ Example::
     python tools/datasets/prepare_ade20k_ins_seg.py --root datasets
 """
 import argparse
-import importlib.util
 import json
 import os
 import sys
-import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_meta(module: str):
-    """Import ``segcommon/data/datasets/meta/<module>.py`` by path: importing the segcommon
-    package would also register datasets and pull in the models' dependencies."""
-    path = os.path.join(_REPO_ROOT, "segcommon", "data", "datasets", "meta", module + ".py")
-    spec = importlib.util.spec_from_file_location(f"_segcommon_meta_{module}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # imported by file path (as the tests do) rather than run
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
 
 
 def instances_of_image(
@@ -64,28 +55,15 @@ def instances_of_image(
     """
     if instance.ndim != 3:
         raise ValueError(f"{source}: expected an RGB instance map, got shape {instance.shape}.")
-    ins_cls = instance[..., 0].astype(np.int64)
-    ins_ids = instance[..., 1]
     anns = []
-    for ins_id in np.unique(ins_ids):
-        if ins_id == 0:
-            continue
-        mask = ins_ids == ins_id
-        cls = np.unique(ins_cls[mask])
-        if len(cls) != 1 or not 1 <= cls[0] <= len(thing_ids):
-            raise ValueError(
-                f"{source}: instance {ins_id} has instance class(es) {cls.tolist()}, expected one "
-                f"value in 1..{len(thing_ids)}."
-            )
-        ys = np.flatnonzero(mask.any(axis=1))
-        xs = np.flatnonzero(mask.any(axis=0))
+    for mask, category_id in _common.ade_instances(instance, thing_ids, source):
         rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
         anns.append(
             {
-                "category_id": int(thing_ids[cls[0] - 1]),
+                "category_id": int(category_id),
                 "iscrowd": 0,
-                "bbox": [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)],
+                "bbox": _common.bbox_xywh(mask),
                 "segmentation": rle,
                 "area": int(mask_util.area(rle)),
             }
@@ -95,38 +73,27 @@ def instances_of_image(
 
 def convert_split(root: str, split: str) -> int:
     """Convert one split ("train" or "val"); returns the number of annotations."""
-    meta = _load_meta("ade20k")
-    dirname = {"train": "training", "val": "validation"}[split]
-    ade = os.path.join(root, "ADEChallengeData2016")
-    image_dir = os.path.join(ade, "images", dirname)
-    instance_dir = os.path.join(ade, "annotations_instance", dirname)
-    for path, hint in (
-        (image_dir, "unzip ADEChallengeData2016.zip into the dataset root"),
-        (instance_dir, "extract annotations_instance.tar into ADEChallengeData2016/"),
-    ):
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"Folder {path} is missing ({hint}; see datasets/README.md).")
-    out_json = os.path.join(ade, f"ade20k_instance_{split}.json")
+    meta = _common.load_meta("ade20k")
+    image_dir, instance_dir = _common.ade_split_folders(
+        root, split, "images", "annotations_instance"
+    )
+    out_json = os.path.join(root, "ADEChallengeData2016", f"ade20k_instance_{split}.json")
 
     files = sorted(f for f in os.listdir(image_dir) if f.endswith(".jpg"))
     print(f"[{split}] {len(files)} images -> {out_json}")
     images, annotations = [], []
-    start = time.time()
-    step = max(1, len(files) // 20)
-    for i, file_name in enumerate(files, 1):
-        image_id = os.path.splitext(file_name)[0]
-        with Image.open(os.path.join(image_dir, file_name)) as im:
-            width, height = im.size
-        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+    for file_name in _common.progress(
+        files, len(files), f"[{split}] ", note=lambda: f", {len(annotations)} instances"
+    ):
+        image = _common.ade_image_record(image_dir, file_name)
+        images.append(image)
+        image_id = image["id"]
         ins_file = os.path.join(instance_dir, image_id + ".png")
         if not os.path.isfile(ins_file):
             raise FileNotFoundError(f"Instance annotation {ins_file} of {file_name} is missing.")
         instance = np.asarray(Image.open(ins_file))
         for ann in instances_of_image(instance, meta.ADE20K_THING_IDS, ins_file):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
-        if i % step == 0 or i == len(files):
-            elapsed = time.time() - start
-            print(f"[{split}] {i}/{len(files)}, {len(annotations)} instances ({elapsed:.0f}s)")
 
     categories = [
         {"id": cat_id, "name": name}
@@ -138,27 +105,12 @@ def convert_split(root: str, split: str) -> int:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="dataset root containing ADEChallengeData2016/ "
-        "(default: $DETECTRON2_DATASETS, else ./datasets)",
-    )
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
-    return parser.parse_args(argv)
+    return _common.make_parser(__doc__, "ADEChallengeData2016/", ["train", "val"]).parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        for split in args.splits:
-            convert_split(args.root, split)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("done")
-    return 0
+    return _common.run(convert_split, [(args.root, split) for split in args.splits])
 
 
 if __name__ == "__main__":

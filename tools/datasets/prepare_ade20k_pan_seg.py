@@ -35,28 +35,19 @@ Example::
     python tools/datasets/prepare_ade20k_pan_seg.py --root datasets
 """
 import argparse
-import importlib.util
 import json
 import os
 import sys
-import time
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_meta(module: str):
-    """Import ``segcommon/data/datasets/meta/<module>.py`` by path: importing the segcommon
-    package would also register datasets and pull in the models' dependencies."""
-    path = os.path.join(_REPO_ROOT, "segcommon", "data", "datasets", "meta", module + ".py")
-    spec = importlib.util.spec_from_file_location(f"_segcommon_meta_{module}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # imported by file path (as the tests do) rather than run
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
 
 
 class ColorGenerator:
@@ -94,15 +85,9 @@ def color_to_id(color: Sequence[int]) -> int:
     return int(color[0]) + 256 * int(color[1]) + 256 * 256 * int(color[2])
 
 
-def _bbox(mask: np.ndarray) -> List[int]:
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
-
-
 def _segment(seg_id: int, category_id: int, mask: np.ndarray) -> Dict:
     area = int(mask.sum())
-    bbox = _bbox(mask) if area else [0, 0, 0, 0]
+    bbox = _common.bbox_xywh(mask) if area else [0, 0, 0, 0]
     return {"id": seg_id, "category_id": category_id, "area": area, "bbox": bbox, "iscrowd": 0}
 
 
@@ -152,19 +137,7 @@ def build_panoptic(
         pan[mask] = seg_id
         segments.append(_segment(seg_id, int(cat_id), mask))
 
-    ins_cls = instance[..., 0].astype(np.int64)
-    ins_ids = instance[..., 1]
-    for ins_id in np.unique(ins_ids):
-        if ins_id == 0:
-            continue
-        mask = ins_ids == ins_id
-        cls = np.unique(ins_cls[mask])
-        if len(cls) != 1 or not 1 <= cls[0] <= len(thing_ids):
-            raise ValueError(
-                f"{source}: instance {ins_id} has instance class(es) {cls.tolist()}, expected one "
-                f"value in 1..{len(thing_ids)}."
-            )
-        cat_id = thing_ids[cls[0] - 1]
+    for mask, cat_id in _common.ade_instances(instance, thing_ids, source):
         seg_id = color_to_id(colors(cat_id))
         pan[mask] = seg_id
         segments.append(_segment(seg_id, int(cat_id), mask))
@@ -180,19 +153,11 @@ def build_panoptic(
 
 def convert_split(root: str, split: str, visible_areas: bool = False) -> int:
     """Convert one split ("train" or "val"); returns the number of images."""
-    meta = _load_meta("ade20k")
-    dirname = {"train": "training", "val": "validation"}[split]
+    meta = _common.load_meta("ade20k")
+    image_dir, semantic_dir, instance_dir = _common.ade_split_folders(
+        root, split, "images", "annotations", "annotations_instance"
+    )
     ade = os.path.join(root, "ADEChallengeData2016")
-    image_dir = os.path.join(ade, "images", dirname)
-    semantic_dir = os.path.join(ade, "annotations", dirname)
-    instance_dir = os.path.join(ade, "annotations_instance", dirname)
-    for path, hint in (
-        (image_dir, "unzip ADEChallengeData2016.zip into the dataset root"),
-        (semantic_dir, "unzip ADEChallengeData2016.zip into the dataset root"),
-        (instance_dir, "extract annotations_instance.tar into ADEChallengeData2016/"),
-    ):
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"Folder {path} is missing ({hint}; see datasets/README.md).")
     out_dir = os.path.join(ade, f"ade20k_panoptic_{split}")
     out_json = os.path.join(ade, f"ade20k_panoptic_{split}.json")
     os.makedirs(out_dir, exist_ok=True)
@@ -206,12 +171,9 @@ def convert_split(root: str, split: str, visible_areas: bool = False) -> int:
     files = sorted(f for f in os.listdir(image_dir) if f.endswith(".jpg"))
     print(f"[{split}] {len(files)} images -> {out_dir}, {out_json}")
     images, annotations = [], []
-    start = time.time()
-    step = max(1, len(files) // 20)
-    for i, file_name in enumerate(files, 1):
-        image_id = os.path.splitext(file_name)[0]
-        with Image.open(os.path.join(image_dir, file_name)) as im:
-            width, height = im.size
+    for file_name in _common.progress(files, len(files), f"[{split}] "):
+        image = _common.ade_image_record(image_dir, file_name)
+        image_id, width, height = image["id"], image["width"], image["height"]
         sem_file = os.path.join(semantic_dir, image_id + ".png")
         ins_file = os.path.join(instance_dir, image_id + ".png")
         for path in (sem_file, ins_file):
@@ -231,12 +193,10 @@ def convert_split(root: str, split: str, visible_areas: bool = False) -> int:
             visible_areas,
         )
         Image.fromarray(rgb).save(os.path.join(out_dir, image_id + ".png"))
-        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        images.append(image)
         annotations.append(
             {"image_id": image_id, "file_name": image_id + ".png", "segments_info": segments}
         )
-        if i % step == 0 or i == len(files):
-            print(f"[{split}] {i}/{len(files)} ({time.time() - start:.0f}s)")
 
     with open(out_json, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
@@ -244,14 +204,7 @@ def convert_split(root: str, split: str, visible_areas: bool = False) -> int:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="dataset root containing ADEChallengeData2016/ "
-        "(default: $DETECTRON2_DATASETS, else ./datasets)",
-    )
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
+    parser = _common.make_parser(__doc__, "ADEChallengeData2016/", ["train", "val"])
     parser.add_argument(
         "--visible-areas",
         action="store_true",
@@ -263,14 +216,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        for split in args.splits:
-            convert_split(args.root, split, args.visible_areas)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("done")
-    return 0
+    calls = [(args.root, split, args.visible_areas) for split in args.splits]
+    return _common.run(convert_split, calls)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,15 @@ Example::
 import argparse
 import os
 import sys
-import time
 from typing import List, Optional
 
 import numpy as np
 from PIL import Image
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # imported by file path (as the tests do) rather than run
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
 
 
 def convert_label(label: np.ndarray) -> np.ndarray:
@@ -47,37 +51,19 @@ def convert_split(root: str, dirname: str) -> int:
     os.makedirs(dst_dir, exist_ok=True)
     files = sorted(f for f in os.listdir(src_dir) if f.endswith(".png"))
     print(f"[{dirname}] {len(files)} label PNGs: {src_dir} -> {dst_dir}")
-    start = time.time()
-    step = max(1, len(files) // 20)
-    for i, name in enumerate(files, 1):
+    for name in _common.progress(files, len(files), f"[{dirname}] "):
         label = np.asarray(Image.open(os.path.join(src_dir, name)))
         Image.fromarray(convert_label(label)).save(os.path.join(dst_dir, name))
-        if i % step == 0 or i == len(files):
-            print(f"[{dirname}] {i}/{len(files)} ({time.time() - start:.0f}s)")
     return len(files)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="dataset root containing ADEChallengeData2016/ "
-        "(default: $DETECTRON2_DATASETS, else ./datasets)",
-    )
-    return parser.parse_args(argv)
+    return _common.make_parser(__doc__, "ADEChallengeData2016/").parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        for dirname in ("training", "validation"):
-            convert_split(args.root, dirname)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("done")
-    return 0
+    return _common.run(convert_split, [(args.root, d) for d in ("training", "validation")])
 
 
 if __name__ == "__main__":

@@ -26,11 +26,15 @@ import json
 import multiprocessing as mp
 import os
 import sys
-import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # imported by file path (as the tests do) rather than run
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
 
 
 def rgb2id(color: np.ndarray) -> np.ndarray:
@@ -100,29 +104,20 @@ def convert_split(root: str, split: str, workers: int = 0) -> int:
         out_dir=out_dir,
         category_to_label=_coco_category_to_label(),
     )
-    start = time.time()
-    step = max(1, len(annotations) // 20)
+    prefix = f"[{split}] "
     if workers > 0:
         with mp.Pool(processes=workers) as pool:
-            for i, _ in enumerate(pool.imap_unordered(work, annotations, chunksize=16), 1):
-                if i % step == 0 or i == len(annotations):
-                    print(f"[{split}] {i}/{len(annotations)} ({time.time() - start:.0f}s)")
+            done = pool.imap_unordered(work, annotations, chunksize=16)
+            for _ in _common.progress(done, len(annotations), prefix):
+                pass
     else:
-        for i, ann in enumerate(annotations, 1):
+        for ann in _common.progress(annotations, len(annotations), prefix):
             work(ann)
-            if i % step == 0 or i == len(annotations):
-                print(f"[{split}] {i}/{len(annotations)} ({time.time() - start:.0f}s)")
     return len(annotations)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="dataset root containing coco/ (default: $DETECTRON2_DATASETS, else ./datasets)",
-    )
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
+    parser = _common.make_parser(__doc__, "coco/", ["train", "val"])
     parser.add_argument(
         "--workers",
         type=int,
@@ -134,14 +129,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        for split in args.splits:
-            convert_split(args.root, split, args.workers)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("done")
-    return 0
+    calls = [(args.root, split, args.workers) for split in args.splits]
+    return _common.run(convert_split, calls)
 
 
 if __name__ == "__main__":

@@ -28,33 +28,24 @@ Example::
     python tools/datasets/prepare_coco_stuff_10k_sem_seg.py --root datasets
 """
 import argparse
-import importlib.util
 import os
 import shutil
 import sys
-import time
 from typing import List, Optional
 
 import numpy as np
 from PIL import Image
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_meta(module: str):
-    """Import ``segcommon/data/datasets/meta/<module>.py`` by path: importing the segcommon
-    package would also register datasets and pull in the models' dependencies."""
-    path = os.path.join(_REPO_ROOT, "segcommon", "data", "datasets", "meta", module + ".py")
-    spec = importlib.util.spec_from_file_location(f"_segcommon_meta_{module}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # imported by file path (as the tests do) rather than run
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
 
 
 def coco_id_lut() -> np.ndarray:
     """256-entry lookup table COCO category id -> contiguous id (255 for 0 and unused ids)."""
     lut = np.full(256, 255, dtype=np.uint8)
-    for i, c in enumerate(_load_meta("coco_stuff").COCO_STUFF_CATEGORIES):
+    for i, c in enumerate(_common.load_meta("coco_stuff").COCO_STUFF_CATEGORIES):
         lut[c["id"]] = i
     return lut
 
@@ -96,48 +87,28 @@ def convert_split(root: str, split: str) -> int:
     os.makedirs(label_dir, exist_ok=True)
     lut = coco_id_lut()
     print(f"[{split}] {len(names)} images -> {image_dir}, {label_dir}")
-    start = time.time()
-    step = max(1, len(names) // 20)
-    for i, name in enumerate(names, 1):
+    for name in _common.progress(names, len(names), f"[{split}] "):
         src_image = os.path.join(base, "images", name + ".jpg")
         mat_file = os.path.join(base, "annotations", name + ".mat")
         for path in (src_image, mat_file):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path} (listed in {list_file}) is missing.")
         label = read_label(mat_file, lut)
-        with Image.open(src_image) as im:
-            width, height = im.size
+        width, height = _common.image_size(src_image)
         if label.shape != (height, width):
             raise ValueError(f"{mat_file}: label size {label.shape} != image {(height, width)}")
         shutil.copyfile(src_image, os.path.join(image_dir, name + ".jpg"))
         Image.fromarray(label).save(os.path.join(label_dir, name + ".png"))
-        if i % step == 0 or i == len(names):
-            print(f"[{split}] {i}/{len(names)} ({time.time() - start:.0f}s)")
     return len(names)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="dataset root containing coco/coco_stuff_10k/ "
-        "(default: $DETECTRON2_DATASETS, else ./datasets)",
-    )
-    parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
-    return parser.parse_args(argv)
+    return _common.make_parser(__doc__, "coco/coco_stuff_10k/", ["train", "test"]).parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        for split in args.splits:
-            convert_split(args.root, split)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("done")
-    return 0
+    return _common.run(convert_split, [(args.root, split) for split in args.splits])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """
-Helpers shared by the standard-dataset registrations: idempotent registration, metadata
-patching, and a loader for COCO-format panoptic annotations with semantic label maps.
+Helpers shared by the standard-dataset registrations: idempotent registration (of one split
+of a semantic or a panoptic dataset, or of every split), metadata patching, and a loader for
+COCO-format panoptic annotations with semantic label maps.
 """
 import copy
 import json
@@ -9,11 +10,16 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_sem_seg
 from detectron2.utils.file_io import PathManager
 
 __all__ = [
     "default_root",
+    "dataset_root",
     "register_dataset",
+    "register_splits",
+    "register_sem_seg",
+    "register_panoptic_with_sem_seg",
     "patch_metadata",
     "panoptic_metadata",
     "load_panoptic_json_with_sem_seg",
@@ -29,6 +35,11 @@ _REGISTERED: Dict[str, Any] = {}
 def default_root() -> str:
     """The dataset root: ``$DETECTRON2_DATASETS``, default ``datasets`` (as detectron2)."""
     return os.getenv("DETECTRON2_DATASETS", "datasets")
+
+
+def dataset_root(root: Optional[str], *parts: str) -> str:
+    """The folder ``parts`` under ``root``, which defaults to :func:`default_root`."""
+    return os.path.join(default_root() if root is None else root, *parts)
 
 
 def register_dataset(
@@ -59,6 +70,89 @@ def register_dataset(
     # Copied so that datasets registered from one dict do not share (mutable) lists.
     MetadataCatalog.get(name).set(**copy.deepcopy(metadata))
     _REGISTERED[name] = key
+
+
+def register_splits(
+    name_format: str, splits: Sequence[str], register: Callable[[str, str], None]
+) -> List[str]:
+    """Call ``register(name, split)`` for each of ``splits``, where ``name`` is ``name_format``
+    formatted with ``split``; returns the names."""
+    names = []
+    for split in splits:
+        name = name_format.format(split=split)
+        register(name, split)
+        names.append(name)
+    return names
+
+
+def register_sem_seg(
+    name: str,
+    image_root: str,
+    sem_seg_root: str,
+    metadata: Dict[str, Any],
+    ignore_label: int = 255,
+    gt_ext: str = "png",
+) -> None:
+    """
+    Register (with :func:`register_dataset`) a semantic segmentation dataset: detectron2's
+    ``load_sem_seg`` of the ``*.jpg`` images in ``image_root`` and the label files (``gt_ext``)
+    of the same base names in ``sem_seg_root``. Metadata: ``metadata`` plus ``image_root``,
+    ``sem_seg_root``, ``evaluator_type`` "sem_seg" and ``ignore_label``.
+    """
+    register_dataset(
+        name,
+        lambda: load_sem_seg(sem_seg_root, image_root, gt_ext=gt_ext, image_ext="jpg"),
+        dict(
+            image_root=image_root,
+            sem_seg_root=sem_seg_root,
+            evaluator_type="sem_seg",
+            ignore_label=ignore_label,
+            **metadata,
+        ),
+        key=(image_root, sem_seg_root),
+    )
+
+
+def register_panoptic_with_sem_seg(
+    name: str,
+    load: Callable[[str, str, str, str, Dict[str, Any]], List[Dict]],
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    sem_seg_root: str,
+    json_file: Optional[str],
+    evaluator_type: str,
+    metadata: Dict[str, Any],
+    ignore_label: int = 255,
+) -> None:
+    """
+    Register (with :func:`register_dataset`) a panoptic dataset with semantic labels.
+
+    Args:
+        name: dataset name.
+        load: loader called as ``load(panoptic_json, image_root, panoptic_root, sem_seg_root,
+            metadata)`` when the dataset is first used.
+        json_file: the *instance* json (used by COCOEvaluator for instance AP), or None.
+        metadata: class metadata (e.g. :func:`panoptic_metadata`); the dataset's metadata adds
+            ``image_root``, ``panoptic_root``, ``panoptic_json``, ``sem_seg_root``,
+            ``json_file``, ``evaluator_type``, ``ignore_label`` and ``label_divisor`` 1000.
+    """
+    register_dataset(
+        name,
+        lambda: load(panoptic_json, image_root, panoptic_root, sem_seg_root, metadata),
+        dict(
+            image_root=image_root,
+            panoptic_root=panoptic_root,
+            panoptic_json=panoptic_json,
+            sem_seg_root=sem_seg_root,
+            json_file=json_file,
+            evaluator_type=evaluator_type,
+            ignore_label=ignore_label,
+            label_divisor=1000,
+            **metadata,
+        ),
+        key=(image_root, panoptic_root, panoptic_json, sem_seg_root, json_file),
+    )
 
 
 def patch_metadata(name: str, **kwargs: Any) -> None:

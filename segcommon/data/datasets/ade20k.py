@@ -28,14 +28,17 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from detectron2.data import MetadataCatalog
-from detectron2.data.datasets import load_coco_json, load_sem_seg
+from detectron2.data.datasets import load_coco_json
 
 from ._common import (
-    default_root,
+    dataset_root,
     load_panoptic_json_with_sem_seg,
     panoptic_metadata,
     patch_metadata,
     register_dataset,
+    register_panoptic_with_sem_seg,
+    register_sem_seg,
+    register_splits,
 )
 from .meta.ade20k import (
     ADE20K_150_CATEGORIES,
@@ -114,36 +117,23 @@ def register_all_ade20k_panoptic(
     ``panoptic_json``, ``sem_seg_root``, ``json_file`` (the instance json, for instance AP),
     ``evaluator_type`` "ade20k_panoptic_seg", ``ignore_label`` 255, ``label_divisor`` 1000.
     """
-    root = os.path.join(default_root() if root is None else root, "ADEChallengeData2016")
+    root = dataset_root(root, "ADEChallengeData2016")
     meta = get_ade20k_panoptic_metadata()
-    names = []
-    for split in splits:
-        image_root = os.path.join(root, "images", _SPLIT_DIRS[split])
-        panoptic_root = os.path.join(root, f"ade20k_panoptic_{split}")
-        panoptic_json = os.path.join(root, f"ade20k_panoptic_{split}.json")
-        sem_seg_root = os.path.join(root, "annotations_detectron2", _SPLIT_DIRS[split])
-        instances_json = os.path.join(root, f"ade20k_instance_{split}.json")
-        name = name_format.format(split=split)
-        register_dataset(
+
+    def register(name: str, split: str) -> None:
+        register_panoptic_with_sem_seg(
             name,
-            lambda j=panoptic_json, i=image_root, p=panoptic_root, s=sem_seg_root: (
-                load_ade20k_panoptic(j, i, p, s, meta)
-            ),
-            dict(
-                image_root=image_root,
-                panoptic_root=panoptic_root,
-                panoptic_json=panoptic_json,
-                sem_seg_root=sem_seg_root,
-                json_file=instances_json,
-                evaluator_type="ade20k_panoptic_seg",
-                ignore_label=255,
-                label_divisor=1000,
-                **meta,
-            ),
-            key=(image_root, panoptic_root, panoptic_json, sem_seg_root, instances_json),
+            load_ade20k_panoptic,
+            image_root=os.path.join(root, "images", _SPLIT_DIRS[split]),
+            panoptic_root=os.path.join(root, f"ade20k_panoptic_{split}"),
+            panoptic_json=os.path.join(root, f"ade20k_panoptic_{split}.json"),
+            sem_seg_root=os.path.join(root, "annotations_detectron2", _SPLIT_DIRS[split]),
+            json_file=os.path.join(root, f"ade20k_instance_{split}.json"),
+            evaluator_type="ade20k_panoptic_seg",
+            metadata=meta,
         )
-        names.append(name)
-    return names
+
+    return register_splits(name_format, splits, register)
 
 
 def register_all_ade20k_instance(
@@ -159,21 +149,20 @@ def register_all_ade20k_instance(
     ``evaluator_type`` "coco". Dicts are those of detectron2's ``load_coco_json``
     (``annotations`` with RLE ``segmentation``, contiguous ``category_id`` 0..99).
     """
-    root = os.path.join(default_root() if root is None else root, "ADEChallengeData2016")
+    root = dataset_root(root, "ADEChallengeData2016")
     meta = get_ade20k_instance_metadata()
-    names = []
-    for split in splits:
+
+    def register(name: str, split: str) -> None:
         image_root = os.path.join(root, "images", _SPLIT_DIRS[split])
         json_file = os.path.join(root, f"ade20k_instance_{split}.json")
-        name = name_format.format(split=split)
         register_dataset(
             name,
-            lambda j=json_file, i=image_root, n=name: load_coco_json(j, i, n),
+            lambda: load_coco_json(json_file, image_root, name),
             dict(json_file=json_file, image_root=image_root, evaluator_type="coco", **meta),
             key=(image_root, json_file),
         )
-        names.append(name)
-    return names
+
+    return register_splits(name_format, splits, register)
 
 
 def register_all_ade20k_full(
@@ -188,27 +177,20 @@ def register_all_ade20k_full(
     ``stuff_classes`` (847), ``image_root``, ``sem_seg_root``, ``evaluator_type`` "sem_seg",
     ``ignore_label`` 65535.
     """
-    root = os.path.join(default_root() if root is None else root, "ADE20K_2021_17_01")
+    root = dataset_root(root, "ADE20K_2021_17_01")
     meta = get_ade20k_full_metadata()
-    names = []
-    for split in splits:
-        image_dir = os.path.join(root, "images_detectron2", _SPLIT_DIRS[split])
-        gt_dir = os.path.join(root, "annotations_detectron2", _SPLIT_DIRS[split])
-        name = name_format.format(split=split)
-        register_dataset(
+
+    def register(name: str, split: str) -> None:
+        register_sem_seg(
             name,
-            lambda x=image_dir, y=gt_dir: load_sem_seg(y, x, gt_ext="tif", image_ext="jpg"),
-            dict(
-                image_root=image_dir,
-                sem_seg_root=gt_dir,
-                evaluator_type="sem_seg",
-                ignore_label=65535,  # labels are 16-bit: 255 is a valid class here
-                **meta,
-            ),
-            key=(image_dir, gt_dir),
+            os.path.join(root, "images_detectron2", _SPLIT_DIRS[split]),
+            os.path.join(root, "annotations_detectron2", _SPLIT_DIRS[split]),
+            meta,
+            ignore_label=65535,  # labels are 16-bit: 255 is a valid class here
+            gt_ext="tif",
         )
-        names.append(name)
-    return names
+
+    return register_splits(name_format, splits, register)
 
 
 def patch_ade20k_sem_seg_metadata(

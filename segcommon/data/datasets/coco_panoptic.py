@@ -21,11 +21,12 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from ._common import (
-    default_root,
+    dataset_root,
     load_panoptic_json_with_sem_seg,
     panoptic_metadata,
     patch_metadata,
-    register_dataset,
+    register_panoptic_with_sem_seg,
+    register_splits,
 )
 
 __all__ = [
@@ -97,24 +98,16 @@ def register_coco_panoptic_with_sem_seg(
     (the *instance* json, used by COCOEvaluator for instance AP), ``evaluator_type``
     "coco_panoptic_seg", ``ignore_label`` 255 and ``label_divisor`` 1000.
     """
-    meta = get_coco_panoptic_with_sem_seg_metadata()
-    register_dataset(
+    register_panoptic_with_sem_seg(
         name,
-        lambda: load_coco_panoptic_with_sem_seg(
-            panoptic_json, image_root, panoptic_root, sem_seg_root, meta
-        ),
-        dict(
-            image_root=image_root,
-            panoptic_root=panoptic_root,
-            panoptic_json=panoptic_json,
-            sem_seg_root=sem_seg_root,
-            json_file=instances_json,
-            evaluator_type="coco_panoptic_seg",
-            ignore_label=255,
-            label_divisor=1000,
-            **meta,
-        ),
-        key=(image_root, panoptic_root, panoptic_json, sem_seg_root, instances_json),
+        load_coco_panoptic_with_sem_seg,
+        image_root=image_root,
+        panoptic_root=panoptic_root,
+        panoptic_json=panoptic_json,
+        sem_seg_root=sem_seg_root,
+        json_file=instances_json,
+        evaluator_type="coco_panoptic_seg",
+        metadata=get_coco_panoptic_with_sem_seg_metadata(),
     )
 
 
@@ -151,20 +144,17 @@ def register_all_coco_panoptic_with_sem_seg(
     Returns:
         the registered names.
     """
-    root = default_root() if root is None else root
-    names = []
-    for split in splits:
-        image_dir, instances_json, pan_dir, pan_json, sem_dir = _SPLITS[split]
-        name = name_format.format(split=split)
-        register_coco_panoptic_with_sem_seg(
-            name,
-            os.path.join(root, image_dir),
-            os.path.join(root, pan_dir),
-            os.path.join(root, pan_json),
-            os.path.join(root, sem_dir),
-            os.path.join(root, instances_json),
+    root = dataset_root(root)
+
+    def register(name: str, split: str) -> None:
+        image_dir, instances_json, pan_dir, pan_json, sem_dir = (
+            os.path.join(root, path) for path in _SPLITS[split]
         )
-        names.append(name)
+        register_coco_panoptic_with_sem_seg(
+            name, image_dir, pan_dir, pan_json, sem_dir, instances_json
+        )
+
+    names = register_splits(name_format, splits, register)
     for name in patch_names or ():
         if name in MetadataCatalog.list():
             patch_coco_panoptic_metadata(name)

@@ -13,9 +13,7 @@ contiguous id over the 171 COCO-Stuff classes (80 things then 91 stuff, in COCO 
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from detectron2.data.datasets import load_sem_seg
-
-from ._common import default_root, register_dataset
+from ._common import dataset_root, register_sem_seg, register_splits
 from .meta.coco_stuff import COCO_STUFF_CATEGORIES
 
 __all__ = ["get_coco_stuff_metadata", "register_all_coco_stuff_10k"]
@@ -43,24 +41,15 @@ def register_all_coco_stuff_10k(
     ``evaluator_type`` "sem_seg" and ``ignore_label`` 255. ``name_format`` is formatted with
     ``split`` (tests pass private names). Returns the registered names.
     """
-    root = os.path.join(default_root() if root is None else root, "coco", "coco_stuff_10k")
+    root = dataset_root(root, "coco", "coco_stuff_10k")
     meta = get_coco_stuff_metadata()
-    names = []
-    for split in splits:
-        image_dir = os.path.join(root, "images_detectron2", split)
-        gt_dir = os.path.join(root, "annotations_detectron2", split)
-        name = name_format.format(split=split)
-        register_dataset(
+
+    def register(name: str, split: str) -> None:
+        register_sem_seg(
             name,
-            lambda x=image_dir, y=gt_dir: load_sem_seg(y, x, gt_ext="png", image_ext="jpg"),
-            dict(
-                image_root=image_dir,
-                sem_seg_root=gt_dir,
-                evaluator_type="sem_seg",
-                ignore_label=255,
-                **meta,
-            ),
-            key=(image_dir, gt_dir),
+            os.path.join(root, "images_detectron2", split),
+            os.path.join(root, "annotations_detectron2", split),
+            meta,
         )
-        names.append(name)
-    return names
+
+    return register_splits(name_format, splits, register)

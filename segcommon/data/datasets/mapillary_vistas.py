@@ -14,13 +14,13 @@ The ignore label is 65 (the "unlabeled" class), not 255.
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from detectron2.data.datasets import load_sem_seg
-
 from ._common import (
-    default_root,
+    dataset_root,
     load_panoptic_json_with_sem_seg,
     panoptic_metadata,
-    register_dataset,
+    register_panoptic_with_sem_seg,
+    register_sem_seg,
+    register_splits,
 )
 from .meta.mapillary_vistas import MAPILLARY_VISTAS_CATEGORIES
 
@@ -80,27 +80,20 @@ def register_all_mapillary_vistas_sem_seg(
     ``$DETECTRON2_DATASETS``). Metadata: :func:`get_mapillary_vistas_sem_seg_metadata` plus
     ``image_root``, ``sem_seg_root``, ``evaluator_type`` "sem_seg", ``ignore_label`` 65.
     """
-    root = os.path.join(default_root() if root is None else root, "mapillary_vistas")
+    root = dataset_root(root, "mapillary_vistas")
     meta = get_mapillary_vistas_sem_seg_metadata()
-    names = []
-    for split in splits:
-        image_dir = os.path.join(root, _SPLIT_DIRS[split], "images")
-        gt_dir = os.path.join(root, _SPLIT_DIRS[split], "labels")
-        name = name_format.format(split=split)
-        register_dataset(
+
+    def register(name: str, split: str) -> None:
+        split_dir = os.path.join(root, _SPLIT_DIRS[split])
+        register_sem_seg(
             name,
-            lambda x=image_dir, y=gt_dir: load_sem_seg(y, x, gt_ext="png", image_ext="jpg"),
-            dict(
-                image_root=image_dir,
-                sem_seg_root=gt_dir,
-                evaluator_type="sem_seg",
-                ignore_label=_IGNORE_LABEL,
-                **meta,
-            ),
-            key=(image_dir, gt_dir),
+            os.path.join(split_dir, "images"),
+            os.path.join(split_dir, "labels"),
+            meta,
+            ignore_label=_IGNORE_LABEL,
         )
-        names.append(name)
-    return names
+
+    return register_splits(name_format, splits, register)
 
 
 def register_all_mapillary_vistas_panoptic(
@@ -116,35 +109,26 @@ def register_all_mapillary_vistas_panoptic(
     instance json), ``evaluator_type`` "mapillary_vistas_panoptic_seg", ``ignore_label`` 65,
     ``label_divisor`` 1000.
     """
-    root = os.path.join(default_root() if root is None else root, "mapillary_vistas")
+    root = dataset_root(root, "mapillary_vistas")
     meta = get_mapillary_vistas_panoptic_metadata()
-    names = []
-    for split in splits:
-        image_root = os.path.join(root, _SPLIT_DIRS[split], "images")
-        panoptic_root = os.path.join(root, _SPLIT_DIRS[split], "panoptic")
-        panoptic_json = os.path.join(panoptic_root, "panoptic_2018.json")
-        sem_seg_root = os.path.join(root, _SPLIT_DIRS[split], "labels")
-        name = name_format.format(split=split)
-        register_dataset(
+
+    def register(name: str, split: str) -> None:
+        split_dir = os.path.join(root, _SPLIT_DIRS[split])
+        panoptic_root = os.path.join(split_dir, "panoptic")
+        register_panoptic_with_sem_seg(
             name,
-            lambda j=panoptic_json, i=image_root, p=panoptic_root, s=sem_seg_root: (
-                load_mapillary_vistas_panoptic(j, i, p, s, meta)
-            ),
-            dict(
-                image_root=image_root,
-                panoptic_root=panoptic_root,
-                panoptic_json=panoptic_json,
-                sem_seg_root=sem_seg_root,
-                json_file=None,
-                evaluator_type="mapillary_vistas_panoptic_seg",
-                ignore_label=_IGNORE_LABEL,
-                label_divisor=1000,
-                **meta,
-            ),
-            key=(image_root, panoptic_root, panoptic_json, sem_seg_root),
+            load_mapillary_vistas_panoptic,
+            image_root=os.path.join(split_dir, "images"),
+            panoptic_root=panoptic_root,
+            panoptic_json=os.path.join(panoptic_root, "panoptic_2018.json"),
+            sem_seg_root=os.path.join(split_dir, "labels"),
+            json_file=None,  # there is no instance json
+            evaluator_type="mapillary_vistas_panoptic_seg",
+            metadata=meta,
+            ignore_label=_IGNORE_LABEL,
         )
-        names.append(name)
-    return names
+
+    return register_splits(name_format, splits, register)
 
 
 def register_all_mapillary_vistas(root: Optional[str] = None) -> List[str]:
