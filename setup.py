@@ -1,0 +1,27 @@
+#!/usr/bin/env python
+"""Installs the project's packages. Detectron2 itself is installed by tools/install.sh first
+(it is not on the package registry; see tools/detectron2_compat/install_detectron2.py)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="segzoo",
+    version="0.1.0",
+    description="Mask2Former, SOTR, Mask Transfiner and CFT on Detectron2",
+    python_requires=">=3.9",
+    packages=find_packages(include=["segcommon*", "mask2former*", "sotr*", "transfiner*", "cft*"]),
+    install_requires=[
+        "torch>=2.0",
+        "torchvision",
+        "fvcore>=0.1.5,<0.1.6",
+        "pycocotools>=2.0.2",
+        "opencv-python-headless",
+        "scipy",
+        "hotcoco",
+        "tabulate",
+        "tqdm",
+    ],
+    extras_require={
+        "dev": ["pytest"],
+        "deploy": ["onnx", "onnxruntime"],
+    },
+)
