@@ -17,36 +17,16 @@ import argparse
 import json
 import logging
 import sys
-from typing import Dict, List
-
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.analysis import FlopCountAnalysis, parameter_count_table
 from detectron2.utils.logger import setup_logger
 
 from segcommon.engine import ConfigError, setup_cfg
+from segcommon.manifest import compare_manifests, model_manifest
 
 logger = logging.getLogger("analyze_model")
 TASKS = ("parameter", "flop", "structure", "manifest")
-
-
-def model_manifest(model: torch.nn.Module) -> Dict:
-    """``num_params`` (all parameters, frozen included) and every state-dict entry's shape."""
-    return {
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "state_dict": {k: list(v.shape) for k, v in model.state_dict().items()},
-    }
-
-
-def compare_manifests(ours: Dict, reference: Dict) -> List[str]:
-    """Differences between two manifests, one human-readable line each (empty when they match)."""
-    a, b = ours["state_dict"], reference["state_dict"]
-    lines = [f"missing key (in reference, not in model): {k} {b[k]}" for k in b if k not in a]
-    lines += [f"unexpected key (in model, not in reference): {k} {a[k]}" for k in a if k not in b]
-    lines += [f"shape mismatch: {k} model {a[k]} vs reference {b[k]}" for k in a if k in b and list(a[k]) != list(b[k])]
-    if ours["num_params"] != reference["num_params"]:
-        lines.append(f"num_params: model {ours['num_params']:,} vs reference {reference['num_params']:,}")
-    return lines
 
 
 def flop_count(cfg, model: torch.nn.Module, height: int, width: int) -> int:
