@@ -16,6 +16,7 @@ setup(
         "pycocotools>=2.0.2",
         "opencv-python-headless",
         "scipy",
+        "shapely",  # Detectron2 clips polygons with it whenever a crop runs (LSJ)
         "hotcoco",
         "tabulate",
         "tqdm",

@@ -39,3 +39,14 @@ def build_dataset_mapper(cfg: CfgNode, is_train: bool = True):
             f"known: {sorted(k for k, _ in MAPPER_REGISTRY)}"
         )
     return MAPPER_REGISTRY.get(name)(cfg, is_train)
+
+
+# Importing the mapper modules registers them. They import ``register_mapper`` from this package,
+# so these imports stay below its definition.
+from . import (  # noqa: E402,F401
+    coco_instance_lsj,
+    coco_panoptic_lsj,
+    mask_former_instance,
+    mask_former_panoptic,
+    mask_former_semantic,
+)
