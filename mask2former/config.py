@@ -110,6 +110,9 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
     # Backbone features that go through the multi-scale deformable attention encoder.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    # Hidden width of the feed-forward networks of the deformable encoder layers (the official pixel
+    # decoder hard-codes 1024).
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024
     # Sampling points per head and level of the deformable attention. Not read by the official
     # pixel decoder, which hard-codes 4.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
