@@ -1,2 +1,5 @@
 """Backbones used by more than one model, and their config keys."""
 from .config import add_swin_config  # noqa: F401
+from .swin import SwinTransformer  # noqa: F401
+# Registers D2SwinTransformer and Transfiner's build_swin[tb]_[fpn_]backbone in BACKBONE_REGISTRY.
+from .d2_swin import D2SwinTransformer, TransfinerSwinTransformer  # noqa: F401
