@@ -3,7 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+from conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CONFIG = "configs/baselines/mask_rcnn_R18_FPN_toy.yaml"
@@ -41,3 +44,16 @@ def test_demo_folder_input_to_folder(toy_root, tmp_path):
 def test_demo_bad_config_is_one_line(tmp_path):
     r = run_demo("--config-file", "configs/nope.yaml", "--input", "x.png", "--output", tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "error: config file not found: configs/nope.yaml"
+
+
+@pytest.mark.parametrize("task", ["instance", "panoptic", "semantic"])
+def test_demo_mask2former_each_task_on_coco_samples(task, tmp_path):
+    """Random weights: the drawing path of every task, one output image per input."""
+    samples = sorted(shared_path("data", "coco_val2017_samples").glob("*.jpg"))[:2]
+    config = f"configs/mask2former/toy/maskformer2_R18_toy_{task}.yaml"
+    out = tmp_path / task
+    r = run_demo("--config-file", config, "--input", *samples, "--output", out,
+                 "--opts", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for p in samples:
+        assert Image.open(out / (p.stem + ".png")).size == Image.open(p).size
