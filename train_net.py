@@ -36,6 +36,8 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
@@ -47,7 +49,6 @@ def main(args):
 
 def _check_config(args) -> None:
     """Fails fast, in the launching process, with one line naming what is wrong with the config."""
-    setup_logger(name="segcommon")
     try:
         setup_cfg(args.config_file, args.opts)
     except ConfigError as e:

@@ -75,3 +75,16 @@ def test_train_resume_and_eval_only_on_toy(tmp_path):
     r = run_train_net(*config, "--eval-only", *opts, "MODEL.WEIGHTS", out / "model_final.pth", env_extra=env)
     log = r.stdout + r.stderr
     assert "Evaluation results for segm" in log and "copypaste: AP,AP50,AP75,APs,APm,APl" in log
+
+
+@pytest.mark.slow
+def test_eval_only_with_semantic_tta(tmp_path):
+    r = run_train_net(
+        "--config-file", "configs/mask2former/toy/maskformer2_R18_toy_semantic.yaml", "--eval-only",
+        "MODEL.WEIGHTS", "", "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(64,)",
+        "TEST.AUG.MAX_SIZE", 256, "INPUT.MIN_SIZE_TEST", 64, "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", tmp_path,
+        env_extra={"DETECTRON2_DATASETS": str(tmp_path / "datasets")},
+    )
+    log = r.stdout + r.stderr
+    assert log.count("Running inference with test-time augmentation") == 1
+    assert log.count("copypaste: Task: sem_seg") == 2  # plain, then with TTA

@@ -1,9 +1,14 @@
 """Detectron2's ``DefaultTrainer`` with the project's mapper, evaluator and solver builders."""
+import logging
+import os
+from collections import OrderedDict
+
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 
 from ..data import build_dataset_mapper
 from ..evaluation.build import build_evaluator
+from ..modeling import SemanticSegmentorWithTTA
 from ..solver import build_lr_scheduler, build_optimizer
 
 __all__ = ["Trainer"]
@@ -28,3 +33,16 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Semantic segmentation with ``TEST.AUG`` multi-scale and flip averaging; metrics are
+        returned with a "_TTA" suffix."""
+        logger = logging.getLogger("segcommon.engine")
+        logger.info("Running inference with test-time augmentation ...")
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model), evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in res.items())

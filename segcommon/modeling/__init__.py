@@ -1,0 +1,3 @@
+from .test_time_augmentation import SemanticSegmentorWithTTA
+
+__all__ = ["SemanticSegmentorWithTTA"]
