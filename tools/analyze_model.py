@@ -29,7 +29,8 @@ logger = logging.getLogger("analyze_model")
 TASKS = ("parameter", "flop", "structure", "manifest")
 
 
-def flop_count(cfg, model: torch.nn.Module, height: int, width: int) -> int:
+def flop_count(model: torch.nn.Module, height: int, width: int) -> int:
+    """Total FLOPs (fvcore) of inference on one random (3, height, width) image."""
     image = torch.rand(3, height, width) * 255
     inputs = [{"image": image, "height": height, "width": width}]
     flops = FlopCountAnalysis(model, inputs)
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     if "flop" in tasks:
         h, w = args.input_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
         with torch.no_grad():
-            total = flop_count(cfg, model, h, w)
+            total = flop_count(model, h, w)
         logger.info(f"FLOPs at {h}x{w}: {total / 1e9:.2f} G (fvcore counts one fused multiply-add as one flop)")
     if "manifest" in tasks or args.compare:
         manifest = model_manifest(model)

@@ -4,7 +4,7 @@ class logits ``mask_cls`` (Q, K+1) and mask logits ``mask_pred`` (Q, H, W), K cl
 Pure functions of tensors and thresholds (no config), following the official
 ``MaskFormer.{semantic,panoptic,instance}_inference``; see ``shared/specs/mask2former.md`` §2.5-2.7.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.structures import BitMasks, Instances
@@ -75,7 +75,7 @@ def instance_inference(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
     topk: int,
-    thing_ids: Sequence[int] = None,
+    thing_ids: Optional[Sequence[int]] = None,
 ) -> Instances:
     """The ``topk`` best (query, class) pairs over all Q x K class scores, as ``Instances``.
 
@@ -96,8 +96,9 @@ def instance_inference(
     mask_pred = mask_pred[query_indices]
 
     if thing_ids is not None:
-        keep = torch.tensor([int(c) in set(thing_ids) for c in labels_per_image], dtype=torch.bool,
-                            device=mask_cls.device)
+        keep = torch.isin(
+            labels_per_image, torch.as_tensor(list(thing_ids), dtype=labels_per_image.dtype, device=labels_per_image.device)
+        )
         scores_per_image, labels_per_image, mask_pred = scores_per_image[keep], labels_per_image[keep], mask_pred[keep]
 
     result = Instances(tuple(mask_pred.shape[-2:]))
