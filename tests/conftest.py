@@ -18,13 +18,23 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory) -> str:
-    """A small toy dataset generated once per session and registered under the toy_* names."""
+    """
+    A small toy dataset (8 train + 4 val images) generated once per session at
+    ``<tmp>/datasets/toy`` and registered under the toy_* names. Subprocesses see it too when
+    given ``DETECTRON2_DATASETS=<tmp>/datasets`` (see :func:`toy_datasets_env`).
+    """
     from segcommon.data.datasets.toy import generate_toy_dataset, register_toy_datasets
 
-    root = str(tmp_path_factory.mktemp("toy"))
+    root = str(tmp_path_factory.mktemp("datasets") / "toy")
     generate_toy_dataset(root, num_train=8, num_val=4, image_size=128, seed=0)
     register_toy_datasets(root)
     return root
+
+
+@pytest.fixture
+def toy_datasets_env(toy_root) -> dict:
+    """Environment for a subprocess (train_net.py, demo.py) that should load the small toy set."""
+    return {"DETECTRON2_DATASETS": os.path.dirname(toy_root)}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -42,7 +42,7 @@ def test_config_errors_are_one_line(args, message):
 
 
 @pytest.mark.slow
-def test_model_zoo_mask_rcnn_trains_two_iterations_on_toy(tmp_path):
+def test_model_zoo_mask_rcnn_trains_two_iterations_on_toy(tmp_path, toy_datasets_env):
     from detectron2 import model_zoo
 
     config = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
@@ -52,7 +52,7 @@ def test_model_zoo_mask_rcnn_trains_two_iterations_on_toy(tmp_path):
         "DATASETS.TRAIN", "('toy_instance_train',)", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", 2,
         "SOLVER.MAX_ITER", 2, "SOLVER.BASE_LR", 0.001, "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", 256,
         "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", out,
-        env_extra={"DETECTRON2_DATASETS": str(tmp_path / "datasets")},
+        env_extra=toy_datasets_env,
     )
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert metrics[-1]["iteration"] == 1  # Detectron2 writes metrics every 20 iterations and at the end
@@ -61,8 +61,8 @@ def test_model_zoo_mask_rcnn_trains_two_iterations_on_toy(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_resume_and_eval_only_on_toy(tmp_path):
-    env = {"DETECTRON2_DATASETS": str(tmp_path / "datasets")}
+def test_train_resume_and_eval_only_on_toy(tmp_path, toy_datasets_env):
+    env = toy_datasets_env
     out = tmp_path / "out"
     config = ["--config-file", TOY_CONFIG]
     opts = ["SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", out]
@@ -78,12 +78,12 @@ def test_train_resume_and_eval_only_on_toy(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_only_with_semantic_tta(tmp_path):
+def test_eval_only_with_semantic_tta(tmp_path, toy_datasets_env):
     r = run_train_net(
         "--config-file", "configs/mask2former/toy/maskformer2_R18_toy_semantic.yaml", "--eval-only",
         "MODEL.WEIGHTS", "", "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(64,)",
         "TEST.AUG.MAX_SIZE", 256, "INPUT.MIN_SIZE_TEST", 64, "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", tmp_path,
-        env_extra={"DETECTRON2_DATASETS": str(tmp_path / "datasets")},
+        env_extra=toy_datasets_env,
     )
     log = r.stdout + r.stderr
     assert log.count("Running inference with test-time augmentation") == 1

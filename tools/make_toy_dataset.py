@@ -13,7 +13,11 @@ import time
 # allow running from a checkout without installing the project
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from segcommon.data.datasets.toy import generate_toy_dataset  # noqa: E402
+from segcommon.data.datasets.toy import (  # noqa: E402
+    DEFAULT_NUM_TRAIN,
+    DEFAULT_NUM_VAL,
+    generate_toy_dataset,
+)
 
 
 def main(argv=None) -> None:
@@ -23,8 +27,8 @@ def main(argv=None) -> None:
         default=os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "toy"),
         help="output directory (default: $DETECTRON2_DATASETS/toy)",
     )
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--num-val", type=int, default=16)
+    parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
+    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

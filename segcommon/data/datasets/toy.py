@@ -63,6 +63,12 @@ TOY_CATEGORIES: List[Dict] = [
 _SPLITS = ("train", "val")
 # Files the loaders read; the marker is written last, so its presence means "complete".
 _MARKER = "toy_dataset.json"
+# Default split sizes. 64 training images were too few: a from-scratch Mask2Former reached
+# 97 mIoU on them but only ~52 on val (shapes memorised, not learned); 1000 generalise.
+DEFAULT_NUM_TRAIN = 1000
+DEFAULT_NUM_VAL = 100
+# Bumped whenever the default dataset changes, so stale copies are regenerated on first use.
+_DEFAULT_VERSION = 2
 # Width (px) of the VOID frame around each image. Objects are kept strictly inside it, so the
 # instance polygons never cover VOID pixels.
 _VOID_BORDER = 2
@@ -477,7 +483,11 @@ def _write_json(obj, path: str) -> None:
 
 
 def generate_toy_dataset(
-    root: str, num_train: int = 64, num_val: int = 16, image_size: int = 128, seed: int = 0
+    root: str,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_val: int = DEFAULT_NUM_VAL,
+    image_size: int = 128,
+    seed: int = 0,
 ) -> None:
     """
     Write the toy dataset under ``root`` (see the module docstring for the layout).
@@ -549,7 +559,13 @@ def generate_toy_dataset(
             },
             os.path.join(split_dir, "panoptic.json"),
         )
-    params = dict(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed)
+    params = dict(
+        num_train=num_train,
+        num_val=num_val,
+        image_size=image_size,
+        seed=seed,
+        version=_DEFAULT_VERSION,
+    )
     _write_json(params, os.path.join(root, _MARKER))
 
 
@@ -569,14 +585,27 @@ def _file_lock(path: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _needs_generation(root: str) -> bool:
+    """True if ``root`` holds no complete toy dataset, or one written by an older generator."""
+    marker = os.path.join(root, _MARKER)
+    if not os.path.isfile(marker):
+        return True
+    with open(marker) as f:
+        params = json.load(f)
+    return params.get("version", 1) < _DEFAULT_VERSION
+
+
 def _ensure_generated(root: str) -> None:
-    """Generate the default dataset under ``root`` unless a complete one is already there."""
-    if os.path.isfile(os.path.join(root, _MARKER)):
+    """Generate the default dataset under ``root`` unless an up-to-date one is already there."""
+    if not _needs_generation(root):
         return
     os.makedirs(root, exist_ok=True)
     with _file_lock(os.path.join(root, ".lock")):
-        if not os.path.isfile(os.path.join(root, _MARKER)):
-            logger.info(f"Generating the toy dataset under {root} ...")
+        if _needs_generation(root):
+            logger.info(
+                f"Generating the toy dataset under {root} ({DEFAULT_NUM_TRAIN} train + "
+                f"{DEFAULT_NUM_VAL} val images, about 30 s) ..."
+            )
             generate_toy_dataset(root)
 
 

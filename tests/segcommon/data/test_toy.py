@@ -14,6 +14,8 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.structures import BitMasks, PolygonMasks, polygons_to_bitmask
 
 from segcommon.data.datasets.toy import (
+    DEFAULT_NUM_TRAIN,
+    DEFAULT_NUM_VAL,
     TOY_CATEGORIES,
     generate_toy_dataset,
     register_all_toy,
@@ -173,13 +175,23 @@ def test_registration_idempotent(registered, tmp_path):
     assert not os.path.exists(other)
 
 
-def test_generated_on_first_use(tmp_path):
+def test_generated_on_first_use_and_stale_copies_replaced(tmp_path):
     root = str(tmp_path / "lazy")
+    # a copy written by the first generator (64 + 16 images, no version in its marker)
+    generate_toy_dataset(root, num_train=2, num_val=1, image_size=SIZE)
+    marker = os.path.join(root, "toy_dataset.json")
+    with open(marker) as f:
+        params = json.load(f)
+    del params["version"]
+    with open(marker, "w") as f:
+        json.dump(params, f)
     try:
         register_toy_datasets(root)
         dicts = DatasetCatalog.get("toy_sem_seg_val")
-        assert len(dicts) == 16 and dicts[0]["height"] == 128  # the default parameters
-        assert len(DatasetCatalog.get("toy_instance_train")) == 64
+        assert len(dicts) == DEFAULT_NUM_VAL == 100 and dicts[0]["height"] == 128
+        assert len(DatasetCatalog.get("toy_instance_train")) == DEFAULT_NUM_TRAIN == 1000
+        with open(marker) as f:
+            assert json.load(f)["version"] >= 2
     finally:
         register_all_toy()
 
