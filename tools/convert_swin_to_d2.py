@@ -29,7 +29,6 @@ entry and matches no backbone entry by name and shape, and any missing backbone 
 the script then writes nothing and exits with status 1.
 """
 import argparse
-import pickle
 import re
 import sys
 from pathlib import Path
@@ -42,37 +41,15 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from segcommon.backbone.swin import SwinTransformer, relative_position_index  # noqa: E402
+from segcommon.checkpoint_conversion import (  # noqa: E402
+    ConversionError,
+    load_state_dict,
+    report_problems,
+    save_d2_checkpoint,
+)
 
 # Entries of the ImageNet classifiers that the dense backbones do not have.
 CLASSIFIER_ONLY = re.compile(r"^(head\..*|norm\.(weight|bias)|(.*\.)?attn_mask)$")
-
-
-class ConversionError(ValueError):
-    """The checkpoint is not a Swin Transformer checkpoint this script can convert."""
-
-
-def load_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, torch.Tensor]:
-    """Loads ``path`` and returns its Swin state dict (unwrapping ``"model"`` / ``"state_dict"``)."""
-    if not Path(path).is_file():
-        raise ConversionError(f"{path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as e:
-        hint = "" if allow_pickle else "; if it holds more than tensors and you trust it, re-run with --allow-pickle"
-        raise ConversionError(f"{path}: cannot load ({str(e).splitlines()[0]}){hint}") from None
-    except RuntimeError as e:  # not a torch.save file
-        raise ConversionError(f"{path}: cannot load ({str(e).splitlines()[0]})") from None
-    for wrapper in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not obj:
-        raise ConversionError(f"{path}: expected a (non-empty) state dict, got {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ConversionError(f"{path}: entries that are not tensors: {bad[:5]}")
-    if all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
 
 
 def _layer_ids(keys, pattern: str) -> List[int]:
@@ -217,25 +194,10 @@ def main(argv=None) -> int:
         print(f"dropped {len(report['dropped'])} classifier-only entries: {', '.join(report['dropped'])}")
     if report["added"]:
         print(f"added {len(report['added'])} relative_position_index buffers (computed from the window size)")
-    failed = False
-    for kind in ("unmatched", "missing"):
-        if report[kind]:
-            failed = True
-            print(f"error: {len(report[kind])} {kind} entries:", file=sys.stderr)
-            for line in report[kind]:
-                print(f"  {line}", file=sys.stderr)
-    if failed:
-        print("error: nothing written", file=sys.stderr)
+    if report_problems({kind: report[kind] for kind in ("unmatched", "missing")}):
         return 1
-
-    res = {
-        "model": {k: v.detach().cpu().numpy() for k, v in out.items()},
-        "__author__": "third_party",
-        "matching_heuristics": True,
-    }
-    with open(args.output, "wb") as f:
-        pickle.dump(res, f)
-    print(f"wrote {len(out)} entries to {args.output}")
+    # Backbone-only names (no "backbone." prefix): the checkpointer matches them by suffix.
+    save_d2_checkpoint(out, args.output, "third_party", True)
     return 0
 
 
