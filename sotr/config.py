@@ -96,6 +96,9 @@ def add_sotr_config(cfg: CN) -> None:
     cfg.MODEL.SOTR.MAX_PER_IMG = 100
     # Test-time input resize factor of a dead helper in the reference. Not used.
     cfg.MODEL.SOTR.RESIZE_INPUT_FACTOR = 1
+    # Emit tight boxes around the predicted masks (so COCO bbox AP means something). Not a reference
+    # key: the reference always returns all-zero boxes (False reproduces that); mask AP is the same.
+    cfg.MODEL.SOTR.BOXES_FROM_MASKS = True
     # NMS type: "matrix" (score decay) or "mask" (sequential mask NMS).
     cfg.MODEL.SOTR.NMS_TYPE = "matrix"
     # Matrix-NMS decay kernel: "gaussian" or "linear".

@@ -91,7 +91,7 @@ def yaml_view(cfg: CfgNode) -> Dict[str, Any]:
 
 
 # The project's own small CPU configs, outside the official trees.
-PROJECT_CONFIG_DIRS = ("mask2former/toy/", "mask2former/tiny_coco/")
+PROJECT_CONFIG_DIRS = ("mask2former/toy/", "mask2former/tiny_coco/", "sotr/toy/", "cft/toy/")
 
 
 def test_config_trees_complete():
@@ -100,12 +100,13 @@ def test_config_trees_complete():
         if not p.startswith(PROJECT_CONFIG_DIRS):
             counts[p.split("/")[0]] = counts.get(p.split("/")[0], 0) + 1
     # Mask2Former: the 47 image configs + 10 Base files. SOTR: 4 official + SOTR-RT. Transfiner: Base,
-    # 7 official, the LVIS one under its official path and under its manifest's name. CFT: Base + 2.
+    # 7 official, the LVIS one under its official path and under its manifest's name. CFT: 3 Base
+    # files + the 11 reference configs.
     assert {k: counts.get(k) for k in ("mask2former", "sotr", "transfiner", "cft")} == {
         "mask2former": 57,
         "sotr": 5,
         "transfiner": 10,
-        "cft": 3,
+        "cft": 14,
     }
 
 

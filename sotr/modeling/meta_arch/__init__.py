@@ -1,0 +1,1 @@
+from .sotr import SOTR  # noqa: F401  (registers the meta-architecture)
