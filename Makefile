@@ -1,7 +1,12 @@
 # The README's two commands: `make quickstart` (the main job) and `make test`.
 PYTHON := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,.venv/bin/python)
 
-.PHONY: install test test-fast quickstart
+# Configs timed by `make bench` (override: make bench BENCH_CONFIGS="a.yaml b.yaml" BENCH_ARGS=...).
+BENCH_CONFIGS ?= configs/mask2former/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml
+BENCH_ARGS ?= --threads 2 --input-size 800 1216
+BENCH_DIR ?= output/bench
+
+.PHONY: install test test-fast quickstart bench
 
 install:
 	bash tools/install.sh
@@ -14,3 +19,10 @@ test-fast: install
 
 quickstart: install
 	bash tools/quickstart.sh
+
+bench: install
+	@mkdir -p $(BENCH_DIR)
+	@for c in $(BENCH_CONFIGS); do \
+		$(PYTHON) tools/benchmark.py --config-file $$c $(BENCH_ARGS) --json $(BENCH_DIR)/$$(basename $$c .yaml).json || exit 1; \
+	done
+	$(PYTHON) tools/benchmark.py --op msdeform --threads 2 --json $(BENCH_DIR)/msdeform.json
