@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
 from segcommon.engine import ConfigError, setup_cfg
@@ -204,7 +205,9 @@ def benchmark_model(args, cfg) -> Dict:
             total.backward()
             optimizer.step()
 
-        train = time_runs(step, device, max(1, args.runs // 4), min(args.warmup, 1))
+        # R-CNN models log training statistics into Detectron2's event storage.
+        with EventStorage():
+            train = time_runs(step, device, max(1, args.runs // 4), min(args.warmup, 1))
         train.update(batch_size=args.batch_size, size=[th, tw])
         result["train"] = train
     return result
