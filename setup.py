@@ -9,6 +9,8 @@ setup(
     description="Mask2Former, SOTR, Mask Transfiner and CFT on Detectron2",
     python_requires=">=3.9",
     packages=find_packages(include=["segcommon*", "mask2former*", "sotr*", "transfiner*", "cft*"]),
+    # compiled on first use (mask2former/modeling/pixel_decoder/ms_deform_attn_fast.py)
+    package_data={"mask2former": ["modeling/pixel_decoder/csrc/*.cpp"]},
     install_requires=[
         "torch>=2.0",
         "torchvision",
@@ -20,6 +22,7 @@ setup(
         "hotcoco",
         "tabulate",
         "tqdm",
+        "ninja",  # builds the optional compiled CPU kernel of multi-scale deformable attention
     ],
     extras_require={
         "dev": ["pytest"],

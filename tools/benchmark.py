@@ -245,12 +245,25 @@ MSDEFORM_CASES = [
 
 
 def _msdeform_inputs(levels, queries, device, heads=8, channels=256, points=4, seed=0):
+    """Inputs shaped as in the pixel decoder's encoder. Locations are placed as the trained model
+    places them: each query's reference point (the centre of its own pixel, or a random point when
+    ``queries`` is given) plus offsets of a few pixels of each level, which sets the memory locality
+    both paths see."""
     g = torch.Generator().manual_seed(seed)
     n_in = sum(h * w for h, w in levels)
-    n_q = queries or n_in
     head_dim = channels // heads
     value = torch.randn(1, n_in, heads, head_dim, generator=g)
-    loc = torch.rand(1, n_q, heads, len(levels), points, 2, generator=g)
+    if queries is None:
+        ref = torch.cat([
+            torch.stack(torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")[::-1], -1).view(-1, 2)
+            for h, w in levels
+        ])
+    else:
+        ref = torch.rand(queries, 2, generator=g)
+    n_q = ref.shape[0]
+    sizes = torch.tensor([[w, h] for h, w in levels], dtype=torch.float32)  # (L, 2) as (x, y)
+    offsets = torch.randn(1, n_q, heads, len(levels), points, 2, generator=g) * 2.0  # pixels
+    loc = ref[None, :, None, None, None, :] + offsets / sizes[None, None, None, :, None, :]
     attn = torch.rand(1, n_q, heads, len(levels) * points, generator=g).softmax(-1)
     attn = attn.view(1, n_q, heads, len(levels), points)
     shapes = torch.tensor(levels, dtype=torch.long)
@@ -259,12 +272,10 @@ def _msdeform_inputs(levels, queries, device, heads=8, channels=256, points=4, s
 
 
 def fast_msdeform() -> Optional[Callable]:
-    """The project's compiled multi-scale deformable attention, or None while there is none."""
-    try:
-        from mask2former.modeling.pixel_decoder import ms_deform_attn as m
-    except ImportError:
-        return None
-    return getattr(m, "ms_deform_attn_fast", None)
+    """The project's compiled multi-scale deformable attention, or None where it cannot be built."""
+    from mask2former.modeling.pixel_decoder.ms_deform_attn_fast import fast_path_available, ms_deform_attn_fast
+
+    return ms_deform_attn_fast if fast_path_available() else None
 
 
 def benchmark_msdeform(args, device: torch.device) -> Dict:

@@ -21,7 +21,8 @@ fail() {  # $1: step, $2: command to retry
 }
 
 fingerprint() {
-  cat tools/install.sh setup.py tools/detectron2_compat/*.py | sha256sum | cut -d' ' -f1
+  cat tools/install.sh setup.py tools/detectron2_compat/*.py mask2former/modeling/pixel_decoder/csrc/*.cpp \
+    | sha256sum | cut -d' ' -f1
 }
 
 if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ] \
@@ -31,22 +32,29 @@ if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(fingerprint)" ] \
 fi
 
 if [ ! -x "$PY" ]; then
-  echo "install: [1/4] creating virtual environment $VENV"
+  echo "install: [1/5] creating virtual environment $VENV"
   python3 -m venv "$VENV" || fail venv "python3 -m venv $VENV"
 fi
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
 
-echo "install: [2/4] PyTorch and torchvision"
+echo "install: [2/5] PyTorch and torchvision"
 "${PIP[@]}" "$TORCH_SPEC" "$TORCHVISION_SPEC" || fail torch "$PY -m pip install '$TORCH_SPEC' '$TORCHVISION_SPEC'"
 
-echo "install: [3/4] Detectron2"
+echo "install: [3/5] Detectron2"
 "${PIP[@]}" setuptools wheel || fail detectron2 "$PY -m pip install setuptools wheel"
 "$PY" tools/detectron2_compat/install_detectron2.py || fail detectron2 "$PY tools/detectron2_compat/install_detectron2.py"
 
-echo "install: [4/4] the project and its dependencies"
+echo "install: [4/5] the project and its dependencies"
 "${PIP[@]}" -e ".[dev]" || fail project "$PY -m pip install -e '.[dev]'"
 
 "$PY" -c "import torch, torchvision, detectron2, cv2, segcommon, mask2former, sotr, transfiner, cft" \
   || fail check "$PY -c 'import detectron2, mask2former, sotr, transfiner, cft'"
+echo "install: [5/5] compiled CPU kernel of multi-scale deformable attention (optional)"
+"$PY" -c "
+import sys
+from mask2former.modeling.pixel_decoder.ms_deform_attn_fast import load_extension
+ok = load_extension() is not None
+print('install: deformable attention kernel ' + ('built' if ok else 'not built: the pure-PyTorch path will be used'))
+" 2>&1 | grep -v "No CUDA runtime is found" || true
 fingerprint > "$STAMP"
 echo "install: done ($VENV)"

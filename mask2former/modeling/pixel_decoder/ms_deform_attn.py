@@ -1,8 +1,10 @@
 """Multi-scale deformable attention (Zhu et al., "Deformable DETR", ICLR 2021) in pure PyTorch.
 
-The reference repository ships a CUDA kernel and a PyTorch path for CPU; this project uses one
-PyTorch implementation (``F.grid_sample`` per level) on every device, so CPU and GPU compute the same
-function and autograd provides the backward pass. See ``shared/specs/mask2former.md`` section 4.4.
+The reference repository ships a CUDA kernel and a PyTorch path for CPU. This project's reference
+implementation is pure PyTorch (``F.grid_sample`` per level, :func:`ms_deform_attn_core`), correct on
+every device, with autograd providing the backward pass; on the CPU a compiled kernel
+(``ms_deform_attn_fast.py``, forward and backward, equal within float rounding) is used when it can
+be built, and the pure-PyTorch path otherwise. See ``shared/specs/mask2former.md`` section 4.4.
 
 Coordinate convention (shared by :func:`ms_deform_attn_core` and :class:`MSDeformAttn`):
 locations are normalised ``(x, y)`` pairs in which ``(0, 0)`` is the top-left *corner* of the
@@ -21,7 +23,21 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.init import constant_, xavier_uniform_
 
+from .ms_deform_attn_fast import fast_path_available, ms_deform_attn_fast
+
 __all__ = ["ms_deform_attn_core", "MSDeformAttn"]
+
+
+def _use_fast_path(value: torch.Tensor) -> bool:
+    """The compiled CPU kernel serves CPU float tensors in eager mode; tracing, scripting and
+    export (ONNX, torch.export) see the pure-PyTorch path, which is built from standard operators."""
+    if value.device.type != "cpu" or value.dtype not in (torch.float32, torch.float64):
+        return False
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if torch.onnx.is_in_onnx_export():
+        return False
+    return fast_path_available()
 
 
 def _level_shapes(spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]]) -> List[Tuple[int, int]]:
@@ -220,7 +236,10 @@ class MSDeformAttn(nn.Module):
             raise ValueError(
                 f"reference_points must end in 2 (points) or 4 (boxes), got {tuple(reference_points.shape)}"
             )
-        out = ms_deform_attn_core(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        if _use_fast_path(value):
+            out = ms_deform_attn_fast(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        else:
+            out = ms_deform_attn_core(value, input_spatial_shapes, input_level_start_index, locations, weights)
         return self.output_proj(out)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,113 @@
+"""The compiled CPU path of multi-scale deformable attention (``csrc/ms_deform_attn_cpu.cpp``).
+
+Optional: the C++ source is compiled on first use with ``torch.utils.cpp_extension.load`` (a C++
+compiler and ninja are needed; ``tools/install.sh`` triggers the build so that it is cached before
+the first model runs) and cached by PyTorch under ``$TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``). When it cannot be built, :func:`fast_path_available` is False, the
+log says why once, and :class:`MSDeformAttn` uses the pure-PyTorch path. Set
+``SEGZOO_MSDEFORM_IMPL=pytorch`` to force the pure-PyTorch path (for comparisons).
+
+Same function, same coordinate convention and same argument shapes as
+:func:`ms_deform_attn_core`; forward and backward are equal to it within float rounding.
+"""
+import logging
+import os
+import shutil
+import sys
+import threading
+from typing import Optional, Sequence, Union
+
+import torch
+
+__all__ = ["fast_path_available", "load_extension", "ms_deform_attn_fast"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "ms_deform_attn_cpu.cpp")
+_lock = threading.Lock()
+_extension = None
+_failure: Optional[str] = None
+
+
+def load_extension(verbose: bool = False):
+    """Compiles (or loads the cached build of) the extension; returns it, or None with the reason
+    logged once when it cannot be built."""
+    global _extension, _failure
+    with _lock:
+        if _extension is not None or _failure is not None:
+            return _extension
+        if os.environ.get("SEGZOO_MSDEFORM_IMPL", "").lower() == "pytorch":
+            _failure = "disabled by SEGZOO_MSDEFORM_IMPL=pytorch"
+            logger.info(f"Multi-scale deformable attention: pure-PyTorch path ({_failure}).")
+            return None
+        if shutil.which("ninja") is None:
+            # The ninja wheel installs its binary beside the interpreter, which is on PATH only in
+            # an activated environment.
+            os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+        try:
+            from torch.utils.cpp_extension import load
+
+            _extension = load(
+                name="segzoo_ms_deform_attn_cpu",
+                sources=[_SOURCE],
+                extra_cflags=["-O3"],
+                verbose=verbose,
+            )
+        except Exception as e:  # no compiler, no ninja, unsupported platform ...
+            _failure = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            logger.warning(
+                "Multi-scale deformable attention: the compiled CPU kernel could not be built "
+                f"({_failure}); using the pure-PyTorch path."
+            )
+    return _extension
+
+
+def fast_path_available() -> bool:
+    """True when the compiled CPU kernel is (or can be) loaded."""
+    return load_extension() is not None
+
+
+class _MSDeformAttnFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        ext = load_extension()
+        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return ext.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        grad_value, grad_loc, grad_attn = load_extension().backward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+        )
+        return grad_value, None, None, grad_loc, grad_attn
+
+
+def _as_long_tensor(x: Union[torch.Tensor, Sequence], shape_hint: str) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    if t.dtype != torch.long:
+        raise ValueError(f"{shape_hint} must be int64, got {t.dtype}")
+    return t.cpu()
+
+
+def ms_deform_attn_fast(
+    value: torch.Tensor,
+    spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]],
+    level_start_index: Union[torch.Tensor, Sequence[int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`ms_deform_attn_core` through the compiled CPU kernel (CPU tensors, float32/float64).
+
+    Args and returns as :func:`ms_deform_attn_core`: value (B, S, M, D), spatial_shapes (L, 2),
+    level_start_index (L,), sampling_locations (B, Q, M, L, P, 2), attention_weights
+    (B, Q, M, L, P) -> (B, Q, M*D).
+
+    Raises:
+        RuntimeError: if the extension is not available (check :func:`fast_path_available` first).
+    """
+    if load_extension() is None:
+        raise RuntimeError(f"the compiled multi-scale deformable attention is not available ({_failure})")
+    shapes = _as_long_tensor(spatial_shapes, "spatial_shapes")
+    starts = _as_long_tensor(level_start_index, "level_start_index")
+    return _MSDeformAttnFunction.apply(value, shapes, starts, sampling_locations, attention_weights)
