@@ -57,3 +57,20 @@ def test_demo_mask2former_each_task_on_coco_samples(task, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for p in samples:
         assert Image.open(out / (p.stem + ".png")).size == Image.open(p).size
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["configs/sotr/toy/SOTR_R18_toy.yaml", "configs/transfiner/toy/transfiner_R18_FPN_toy.yaml",
+     "configs/cft/toy/cft_R18_toy.yaml"],
+)
+def test_demo_other_models_on_coco_samples(config, tmp_path):
+    """Random weights: SOTR and Transfiner instances, CFT semantic maps, one image per input."""
+    samples = sorted(shared_path("data", "coco_val2017_samples").glob("*.jpg"))[:2]
+    out = tmp_path / "vis"
+    r = run_demo("--config-file", config, "--input", *samples, "--output", out, "--confidence-threshold", "0.0",
+                 "--opts", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for p in samples:
+        assert Image.open(out / (p.stem + ".png")).size == Image.open(p).size
+    assert "2 image(s) drawn" in r.stdout + r.stderr
