@@ -2,8 +2,10 @@
 PYTHON := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,.venv/bin/python)
 
 # Configs timed by `make bench` (override: make bench BENCH_CONFIGS="a.yaml b.yaml" BENCH_ARGS=...).
-BENCH_CONFIGS ?= configs/mask2former/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml
-BENCH_ARGS ?= --threads 2 --input-size 800 1216
+BENCH_CONFIGS ?= configs/mask2former/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml \
+	configs/sotr/R50.yaml configs/transfiner/transfiner/mask_rcnn_R_50_FPN_3x.yaml \
+	configs/cft/cft_r50-d32_512x512_ade20k.yaml
+BENCH_ARGS ?= --threads 2 --input-size 800 1216 --runs 5 --warmup 1
 BENCH_DIR ?= output/bench
 
 .PHONY: install test test-fast quickstart bench
