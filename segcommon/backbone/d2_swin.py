@@ -46,6 +46,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import Tensor, nn
 
+from .stage_outputs import NamedStageOutputs
 from .swin import SwinTransformer
 
 __all__ = [
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 
 @BACKBONE_REGISTRY.register()
-class D2SwinTransformer(SwinTransformer, Backbone):
+class D2SwinTransformer(NamedStageOutputs, SwinTransformer, Backbone):
     """Swin Transformer as a Detectron2 backbone configured by ``MODEL.SWIN.*`` (Mask2Former, CFT).
 
     ``forward`` takes a normalised (N, 3, H, W) batch (any H, W; Detectron2 pads to
@@ -69,16 +70,9 @@ class D2SwinTransformer(SwinTransformer, Backbone):
     W / 2**(i+2))}`` for the names ``res{i+2}`` in ``MODEL.SWIN.OUT_FEATURES`` (sizes rounded up).
     """
 
-    _STAGE_NAMES = ("res2", "res3", "res4", "res5")
-
     def __init__(self, cfg: CfgNode, input_shape: ShapeSpec):
         c = cfg.MODEL.SWIN
-        out_features = list(c.OUT_FEATURES)
         depths = list(c.DEPTHS)
-        names = self._STAGE_NAMES[: len(depths)]
-        unknown = [n for n in out_features if n not in names]
-        if unknown:
-            raise ValueError(f"MODEL.SWIN.OUT_FEATURES: unknown {unknown}; expected a subset of {list(names)}")
         super().__init__(
             pretrain_img_size=c.PRETRAIN_IMG_SIZE,
             patch_size=c.PATCH_SIZE,
@@ -102,24 +96,7 @@ class D2SwinTransformer(SwinTransformer, Backbone):
             frozen_stages=-1,
             use_checkpoint=c.USE_CHECKPOINT,
         )
-        self._out_features = [n for n in names if n in out_features]
-        self._out_feature_strides = {n: self.strides[i] for i, n in enumerate(names)}
-        self._out_feature_channels = {n: self.num_features[i] for i, n in enumerate(names)}
-
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        """x: (N, C, H, W) -> {"res2".."res5": (N, C_i, ceil(H/s_i), ceil(W/s_i))} (selected ones)."""
-        if x.dim() != 4:
-            raise ValueError(f"SwinTransformer takes an input of shape (N, C, H, W), got {tuple(x.shape)}")
-        outs = super().forward(x)
-        return {
-            name: out for name, out in zip(self._STAGE_NAMES, outs) if name in self._out_features
-        }
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
-        }
+        self._set_stage_outputs("MODEL.SWIN.OUT_FEATURES", c.OUT_FEATURES, self.strides, self.num_features)
 
     @property
     def size_divisibility(self) -> int:

@@ -17,6 +17,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor, nn
 
+from .stage_outputs import NamedStageOutputs
 from .swin import DropPath
 
 __all__ = ["MixVisionTransformer", "D2MixVisionTransformer", "MIT_SIZES"]
@@ -210,12 +211,10 @@ class MixVisionTransformer(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class D2MixVisionTransformer(MixVisionTransformer, Backbone):
+class D2MixVisionTransformer(NamedStageOutputs, MixVisionTransformer, Backbone):
     """MiT as a Detectron2 backbone configured by ``MODEL.MIT.*`` (keys added by
     ``cft.add_cft_config``). Returns ``{"res2".."res5": (B, C_i, ceil(H / s_i), ceil(W / s_i))}``
     for the names in ``MODEL.MIT.OUT_FEATURES``; any input size works (no padding needed)."""
-
-    _STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
     def __init__(self, cfg: CfgNode, input_shape: ShapeSpec):
         c = cfg.MODEL.MIT
@@ -234,26 +233,7 @@ class D2MixVisionTransformer(MixVisionTransformer, Backbone):
             drop_path_rate=c.DROP_PATH_RATE,
             ln_eps=c.LN_EPS,
         )
-        names = self._STAGE_NAMES[: self.num_stages]
-        unknown = [n for n in c.OUT_FEATURES if n not in names]
-        if unknown:
-            raise ValueError(f"MODEL.MIT.OUT_FEATURES: unknown {unknown}; expected a subset of {list(names)}")
-        self._out_features = [n for n in names if n in c.OUT_FEATURES]
-        self._out_feature_strides = dict(zip(names, self.strides))
-        self._out_feature_channels = dict(zip(names, self.dims))
-
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        """x: (B, C, H, W) -> the selected stage outputs by name."""
-        if x.dim() != 4:
-            raise ValueError(f"MixVisionTransformer takes an input of shape (B, C, H, W), got {tuple(x.shape)}")
-        outs = super().forward(x)
-        return {n: o for n, o in zip(self._STAGE_NAMES, outs) if n in self._out_features}
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
-        }
+        self._set_stage_outputs("MODEL.MIT.OUT_FEATURES", c.OUT_FEATURES, self.strides, self.dims)
 
     @property
     def size_divisibility(self) -> int:
