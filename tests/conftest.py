@@ -1,5 +1,7 @@
 """Shared fixtures. Tests run on CPU with random weights; nothing is downloaded."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,17 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} is absent (it exists only beside the project's own checkout)")
     return p
+
+
+def run_train_net(*args, env_extra=None, check=True, threads=2, timeout=900) -> subprocess.CompletedProcess:
+    """Runs ``train_net.py ARGS`` from the repository root with ``threads`` OpenMP/MKL threads; with
+    ``check``, a non-zero exit fails the test with the tail of its output."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **(env_extra or {}))
+    r = subprocess.run([sys.executable, "train_net.py", *map(str, args)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"train_net.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    return r
 
 
 @pytest.fixture(scope="session")

@@ -1,23 +1,11 @@
 """train_net.py end to end on the toy data: training, --eval-only, --resume and its error lines."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_train_net
+
 TOY_CONFIG = "configs/baselines/mask_rcnn_R18_FPN_toy.yaml"
-
-
-def run_train_net(*args, env_extra=None, check=True):
-    env = dict(os.environ, OMP_NUM_THREADS="2", **(env_extra or {}))
-    r = subprocess.run([sys.executable, "train_net.py", *map(str, args)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=900)
-    if check and r.returncode != 0:
-        raise AssertionError(f"train_net.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
-    return r
 
 
 def test_help_prints_usage():

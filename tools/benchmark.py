@@ -134,7 +134,7 @@ def num_classes(cfg) -> int:
     """Foreground classes of the model family the config builds."""
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
         return cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if "SOTR" in cfg.MODEL and cfg.MODEL.META_ARCHITECTURE == "SOTR":
+    if cfg.MODEL.META_ARCHITECTURE == "SOTR":
         return cfg.MODEL.SOTR.NUM_CLASSES
     return cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
 

@@ -1,23 +1,12 @@
 """train_net.py with Mask Transfiner on the small toy set: the toy config trains and evaluates, and the
 official R50 config builds and evaluates with random weights (``--eval-only``)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import run_train_net
 
 TRANSFINER_LOSSES = {"loss_mask", "loss_mask_uncertain", "loss_mask_refine", "loss_semantic", "loss_bound"}
-
-
-def run_train_net(*args, env_extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env_extra)
-    r = subprocess.run([sys.executable, "train_net.py", *map(str, args)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, f"train_net.py failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r
 
 
 @pytest.mark.slow
@@ -26,7 +15,7 @@ def test_transfiner_toy_config_trains_and_evaluates(tmp_path, toy_datasets_env):
     run_train_net(
         "--config-file", "configs/transfiner/toy/transfiner_R18_FPN_toy.yaml", "SOLVER.MAX_ITER", 3,
         "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0, "MODEL.TRANSFINER.MAX_REFINE_ROIS_TEST", 2,
-        "OUTPUT_DIR", out, env_extra=toy_datasets_env,
+        "OUTPUT_DIR", out, env_extra=toy_datasets_env, threads=1, timeout=1200,
     )
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     train = [m for m in metrics if "total_loss" in m]
@@ -45,7 +34,7 @@ def test_transfiner_official_r50_config_evaluates_with_random_weights(tmp_path, 
         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", 3,
         "DATASETS.TEST", "('toy_instance_val',)", "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
         "MODEL.TRANSFINER.MAX_REFINE_ROIS_TEST", 2, "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", out,
-        env_extra=toy_datasets_env,
+        env_extra=toy_datasets_env, threads=1, timeout=1200,
     )
     assert (out / "inference" / "coco_instances_results.json").exists()
     assert "Task: segm" in (out / "log.txt").read_text()

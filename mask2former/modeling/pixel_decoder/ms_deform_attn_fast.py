@@ -33,6 +33,8 @@ def load_extension(verbose: bool = False):
     """Compiles (or loads the cached build of) the extension; returns it, or None with the reason
     logged once when it cannot be built."""
     global _extension, _failure
+    if _extension is not None or _failure is not None:  # resolved: no lock on every forward call
+        return _extension
     with _lock:
         if _extension is not None or _failure is not None:
             return _extension

@@ -9,15 +9,12 @@
 * ``train_net.py --eval-only`` with the R50 ADE20K config runs SemSegEvaluator on the toy set (CPU,
   random weights, small test size).
 """
-import os
-import subprocess
-import sys
 
 import torch
 from detectron2.modeling import build_model
 
 from cft.modeling.meta_arch.cft_segmentor import pad_to, slide_windows
-from conftest import REPO
+from conftest import REPO, run_train_net
 from segcommon.engine.defaults import setup_cfg
 
 TOY = str(REPO / "configs" / "cft" / "toy" / "cft_R18_toy.yaml")
@@ -115,15 +112,12 @@ def test_resnet_v1c_50_parameter_count():
 
 def test_train_net_eval_only_r50_on_toy(tmp_path, toy_datasets_env):
     out = tmp_path / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **toy_datasets_env)
-    r = subprocess.run(
-        [sys.executable, "train_net.py", "--eval-only", "--config-file", "configs/cft/cft_r50-d32_512x512_ade20k.yaml",
-         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN",
-         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6", "DATASETS.TEST", "('toy_sem_seg_val',)",
-         "DATASETS.TRAIN", "('toy_sem_seg_train',)", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
-         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    r = run_train_net(
+        "--eval-only", "--config-file", "configs/cft/cft_r50-d32_512x512_ade20k.yaml",
+        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6", "DATASETS.TEST", "('toy_sem_seg_val',)",
+        "DATASETS.TRAIN", "('toy_sem_seg_train',)", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
+        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", out, env_extra=toy_datasets_env, threads=1, timeout=600,
     )
-    assert r.returncode == 0, r.stderr[-4000:]
     assert "SemSegEvaluator" in r.stdout + r.stderr or (out / "inference" / "sem_seg_evaluation.pth").exists()
     assert "mIoU" in r.stdout + r.stderr
