@@ -121,6 +121,24 @@ def test_panoptic_png_and_semantic(toy_root, split):
         np.testing.assert_array_equal(sem == 255, pan == 0)
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_object_colour_tells_the_class(toy_root, split):
+    # each thing class has its own colour families: an object's mean colour lies nearer to its own
+    # class's families than to any other class's
+    families = {
+        1: [(220, 40, 40), (200, 60, 200)],
+        2: [(50, 80, 220), (40, 170, 170)],
+        4: [(240, 220, 50), (240, 140, 30)],
+    }
+    coco = COCO(os.path.join(toy_root, split, "instances.json"))
+    for img in coco.loadImgs(coco.getImgIds()):
+        image = _read(os.path.join(toy_root, split, "images", img["file_name"])).astype(float)
+        for inst in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]])):
+            mean = image[coco.annToMask(inst).astype(bool)].mean(0)
+            dist = {c: min(np.linalg.norm(mean - f) for f in fs) for c, fs in families.items()}
+            assert min(dist, key=dist.get) == inst["category_id"], (img["file_name"], dist)
+
+
 def test_registered_datasets(registered):
     for name in NAMES:
         assert name in DatasetCatalog.list()
@@ -191,7 +209,7 @@ def test_generated_on_first_use_and_stale_copies_replaced(tmp_path):
         assert len(dicts) == DEFAULT_NUM_VAL == 100 and dicts[0]["height"] == 128
         assert len(DatasetCatalog.get("toy_instance_train")) == DEFAULT_NUM_TRAIN == 1000
         with open(marker) as f:
-            assert json.load(f)["version"] >= 2
+            assert json.load(f)["version"] >= 3
     finally:
         register_all_toy()
 
