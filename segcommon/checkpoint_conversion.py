@@ -4,14 +4,22 @@ that could not be converted, and writing a Detectron2 ``.pkl`` that ``MODEL.WEIG
 The converters follow one contract: exit status 2 when the input cannot be read, 1 (and nothing
 written) when any entry is unmatched or missing, 0 otherwise.
 """
+import argparse
 import pickle
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-__all__ = ["ConversionError", "load_state_dict", "report_problems", "save_d2_checkpoint"]
+__all__ = [
+    "ConversionError",
+    "converter_parser",
+    "load_and_convert",
+    "load_state_dict",
+    "report_problems",
+    "save_d2_checkpoint",
+]
 
 
 class ConversionError(ValueError):
@@ -50,6 +58,35 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, torch.Te
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def converter_parser(doc: str, input_help: str) -> argparse.ArgumentParser:
+    """The command line of a converter whose docstring is ``doc``: ``input``, ``output`` (the ``.pkl``
+    to write) and ``--allow-pickle``; a converter adds its own options."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help=input_help)
+    parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load with full unpickling (only for trusted files holding more than tensors)",
+    )
+    return parser
+
+
+def load_and_convert(
+    args: argparse.Namespace, convert: Callable[[Dict[str, torch.Tensor]], Tuple[Dict[str, torch.Tensor], Any]]
+) -> Optional[Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Any]]:
+    """Loads ``args.input`` (see :func:`load_state_dict`) and applies ``convert`` to it; returns
+    (input state dict, converted state dict, report), or None after printing the error when the input
+    cannot be read or converted (the converter then exits with status 2)."""
+    try:
+        sd = load_state_dict(args.input, args.allow_pickle)
+        out, report = convert(sd)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    return sd, out, report
 
 
 def report_problems(problems: Mapping[str, List[str]]) -> bool:

@@ -39,12 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from segcommon.checkpoint_conversion import (  # noqa: E402
-    ConversionError,
-    load_state_dict,
-    report_problems,
-    save_d2_checkpoint,
-)
+from segcommon import checkpoint_conversion as conversion  # noqa: E402
+from segcommon.checkpoint_conversion import ConversionError  # noqa: E402
 
 DROP = "<drop>"  # rename result: a known entry that is not carried over
 
@@ -261,25 +257,20 @@ def check(out: Dict[str, torch.Tensor], expected: Dict[str, torch.Size], partial
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="MMSeg checkpoint or MMSeg/MMCV ImageNet backbone file (.pth)")
-    parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
+    parser = conversion.converter_parser(__doc__, "MMSeg checkpoint or MMSeg/MMCV ImageNet backbone file (.pth)")
     parser.add_argument("--config-file", help="check the result against the model this config builds")
     parser.add_argument(
         "--standard-sign",
         action="store_true",
         help="negate the key projections, for MODEL.CFT.NEGATE_ATTN_LOGITS False",
     )
-    parser.add_argument("--allow-pickle", action="store_true", help="full unpickling (trusted files only)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for --config-file")
     args = parser.parse_args(argv)
 
-    try:
-        sd = load_state_dict(args.input, args.allow_pickle)
-        out, report = convert(sd, args.standard_sign)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
+    loaded = conversion.load_and_convert(args, lambda sd: convert(sd, args.standard_sign))
+    if loaded is None:
         return 2
+    sd, out, report = loaded
     print(f"{args.input}: {len(sd)} entries, backbone {report['backbone'] or 'none'}")
     if report["dropped"]:
         print(f"dropped {len(report['dropped'])} entries: {', '.join(report['dropped'])}")
@@ -289,9 +280,9 @@ def main(argv=None) -> int:
     if args.config_file:
         partial = not any(k.startswith("sem_seg_head.") for k in out)
         problems.update(check(out, expected_shapes(args.config_file, args.opts), partial))
-    if report_problems(problems):
+    if conversion.report_problems(problems):
         return 1
-    save_d2_checkpoint(
+    conversion.save_d2_checkpoint(
         out, args.output, "BebDong/EMOSeg (MMSegmentation), converted by tools/convert_cft_mmseg.py", False
     )
     return 0

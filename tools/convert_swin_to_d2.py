@@ -28,7 +28,6 @@ norms ``norm0..norm3``, which start at 1 / 0). Any input entry that is not a kno
 entry and matches no backbone entry by name and shape, and any missing backbone entry, is reported;
 the script then writes nothing and exits with status 1.
 """
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -41,12 +40,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from segcommon.backbone.swin import SwinTransformer, relative_position_index  # noqa: E402
-from segcommon.checkpoint_conversion import (  # noqa: E402
-    ConversionError,
-    load_state_dict,
-    report_problems,
-    save_d2_checkpoint,
-)
+from segcommon import checkpoint_conversion as conversion  # noqa: E402
+from segcommon.checkpoint_conversion import ConversionError  # noqa: E402
 
 # Entries of the ImageNet classifiers that the dense backbones do not have.
 CLASSIFIER_ONLY = re.compile(r"^(head\..*|norm\.(weight|bias)|(.*\.)?attn_mask)$")
@@ -168,22 +163,11 @@ def convert(sd: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="ImageNet Swin checkpoint (.pth)")
-    parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="load with full unpickling (only for trusted files holding more than tensors)",
-    )
-    args = parser.parse_args(argv)
-
-    try:
-        sd = load_state_dict(args.input, args.allow_pickle)
-        out, report = convert(sd)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
+    args = conversion.converter_parser(__doc__, "ImageNet Swin checkpoint (.pth)").parse_args(argv)
+    loaded = conversion.load_and_convert(args, convert)
+    if loaded is None:
         return 2
+    sd, out, report = loaded
 
     kwargs = report["swin"]
     print(
@@ -194,10 +178,10 @@ def main(argv=None) -> int:
         print(f"dropped {len(report['dropped'])} classifier-only entries: {', '.join(report['dropped'])}")
     if report["added"]:
         print(f"added {len(report['added'])} relative_position_index buffers (computed from the window size)")
-    if report_problems({kind: report[kind] for kind in ("unmatched", "missing")}):
+    if conversion.report_problems({kind: report[kind] for kind in ("unmatched", "missing")}):
         return 1
     # Backbone-only names (no "backbone." prefix): the checkpointer matches them by suffix.
-    save_d2_checkpoint(out, args.output, "third_party", True)
+    conversion.save_d2_checkpoint(out, args.output, "third_party", True)
     return 0
 
 
