@@ -26,6 +26,7 @@ def register_all_standard(root: Optional[str] = None) -> List[str]:
 
 register_all_standard()
 
-from .tiny_coco import register_tiny_coco  # noqa: E402
+from .tiny_coco import register_tiny_coco, register_tiny_coco_sem_seg  # noqa: E402
 
 register_tiny_coco()
+register_tiny_coco_sem_seg()
