@@ -91,7 +91,16 @@ def yaml_view(cfg: CfgNode) -> Dict[str, Any]:
 
 
 # The project's own small CPU configs, outside the official trees.
-PROJECT_CONFIG_DIRS = ("mask2former/toy/", "mask2former/tiny_coco/", "sotr/toy/", "cft/toy/", "transfiner/toy/")
+PROJECT_CONFIG_DIRS = (
+    "mask2former/toy/",
+    "mask2former/tiny_coco/",
+    "sotr/toy/",
+    "sotr/tiny_coco/",
+    "cft/toy/",
+    "cft/tiny_coco/",
+    "transfiner/toy/",
+    "transfiner/tiny_coco/",
+)
 
 
 def test_config_trees_complete():
