@@ -12,7 +12,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
-from detectron2.structures import ImageList
+from detectron2.structures import ImageList, Instances
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 from torch.nn import functional as F
@@ -21,7 +21,13 @@ from segcommon.evaluation.build import INSTANCE, PANOPTIC, SEMANTIC, register_mo
 
 from .modeling.criterion import SetCriterion
 from .modeling.matcher import HungarianMatcher
-from .modeling.postprocessing import instance_inference, panoptic_inference, semantic_inference
+from .modeling.postprocessing import (
+    instance_inference,
+    instance_topk,
+    instances_from_selection,
+    panoptic_inference,
+    semantic_inference,
+)
 
 __all__ = ["MaskFormer"]
 
@@ -162,10 +168,15 @@ class MaskFormer(nn.Module):
             return {k: v * self.criterion.weight_dict[k] for k, v in losses.items()}
 
         mask_cls_results = outputs["pred_logits"]
-        # Mask logits from 1/4 to the padded batch size.
-        mask_pred_results = F.interpolate(
-            outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
-        )
+        mask_pred_results = outputs["pred_masks"]
+        padded_size = tuple(images.tensor.shape[-2:])
+        # Instance inference alone selects its top-k (query, class) pairs from the class scores
+        # only, so just the selected queries' masks are upsampled (bilinear resizing is per channel:
+        # the same values as selecting from all upsampled masks, at a cost in k, not Q).
+        instance_only = self.instance_on and not (self.semantic_on or self.panoptic_on)
+        if not instance_only:
+            # Mask logits from 1/4 to the padded batch size.
+            mask_pred_results = F.interpolate(mask_pred_results, size=padded_size, mode="bilinear", align_corners=False)
         del outputs
         processed_results = []
         for mask_cls, mask_pred, input_per_image, image_size in zip(
@@ -173,6 +184,10 @@ class MaskFormer(nn.Module):
         ):
             height = input_per_image.get("height", image_size[0])
             width = input_per_image.get("width", image_size[1])
+            if instance_only:
+                instances = self._instance_inference_lowres(mask_cls, mask_pred, padded_size, image_size, height, width)
+                processed_results.append({"instances": instances})
+                continue
             result = {}
             if self.sem_seg_postprocess_before_inference:
                 mask_pred = retry_if_cuda_oom(sem_seg_postprocess)(mask_pred, image_size, height, width)
@@ -193,6 +208,16 @@ class MaskFormer(nn.Module):
             processed_results.append(result)
         return processed_results
 
+    def _instance_inference_lowres(self, mask_cls, mask_pred, padded_size, image_size, height, width) -> Instances:
+        """Instance inference of one image from its 1/4-resolution mask logits ``mask_pred`` (Q, h, w):
+        the same result as :func:`instance_inference` on the masks upsampled to the padded size and
+        post-processed (spec §2.4, §2.7), upsampling only the top-k selected queries' masks."""
+        scores, classes, query_indices = instance_topk(mask_cls.to(mask_pred), self.test_topk_per_image)
+        masks = retry_if_cuda_oom(_upsample_mask_logits)(
+            mask_pred[query_indices], padded_size, image_size, height, width
+        )
+        return retry_if_cuda_oom(instances_from_selection)(scores.to(masks.device), classes.to(masks.device), masks)
+
     def prepare_targets(self, instances, images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """Per image ``{"labels": (N,), "masks": (N, H, W)}``, masks zero-padded to the batch size."""
         h_pad, w_pad = images.tensor.shape[-2:]
@@ -203,6 +228,15 @@ class MaskFormer(nn.Module):
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             targets.append({"labels": inst.gt_classes, "masks": padded})
         return targets
+
+
+def _upsample_mask_logits(mask_pred: torch.Tensor, padded_size, image_size, height: int, width: int) -> torch.Tensor:
+    """Mask logits (n, h, w) at 1/4 resolution to the output size (n, height, width): bilinear to
+    the padded batch size, then ``sem_seg_postprocess`` (crop to ``image_size``, resize)."""
+    if mask_pred.shape[0] == 0:  # interpolate rejects empty inputs
+        return mask_pred.new_zeros((0, height, width))
+    mask_pred = F.interpolate(mask_pred[None], size=padded_size, mode="bilinear", align_corners=False)[0]
+    return sem_seg_postprocess(mask_pred, image_size, height, width)
 
 
 register_model_tasks(

@@ -10,7 +10,13 @@ import torch
 from detectron2.structures import BitMasks, Instances
 from torch.nn import functional as F
 
-__all__ = ["semantic_inference", "panoptic_inference", "instance_inference"]
+__all__ = [
+    "semantic_inference",
+    "panoptic_inference",
+    "instance_inference",
+    "instance_topk",
+    "instances_from_selection",
+]
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
@@ -71,6 +77,51 @@ def panoptic_inference(
     return panoptic_seg, segments_info
 
 
+def instance_topk(
+    mask_cls: torch.Tensor, topk: int, thing_ids: Optional[Sequence[int]] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``topk`` best (query, class) pairs over all Q x K class scores (unsorted), as
+    ``(scores, classes, query_indices)``; a query may be selected more than once. Depends on the
+    class logits only, so the masks of just the selected queries need upsampling.
+
+    Args:
+        topk: detections kept per image (``TEST.DETECTIONS_PER_IMAGE``).
+        thing_ids: if given (panoptic models), pairs of other classes are dropped.
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    labels = torch.arange(num_classes, device=mask_cls.device).repeat(num_queries)
+    scores_per_image, topk_indices = scores.flatten().topk(min(topk, scores.numel()), sorted=False)
+    labels_per_image = labels[topk_indices]
+    query_indices = topk_indices // num_classes
+
+    if thing_ids is not None:
+        keep = torch.isin(
+            labels_per_image, torch.as_tensor(list(thing_ids), dtype=labels_per_image.dtype, device=labels_per_image.device)
+        )
+        scores_per_image, labels_per_image, query_indices = (
+            scores_per_image[keep], labels_per_image[keep], query_indices[keep]
+        )
+    return scores_per_image, labels_per_image, query_indices
+
+
+def instances_from_selection(
+    scores_per_image: torch.Tensor, labels_per_image: torch.Tensor, mask_pred: torch.Tensor
+) -> Instances:
+    """``Instances`` from the selection of :func:`instance_topk` and the selected queries' mask
+    logits ``mask_pred`` (n, H, W) at output resolution (row i belongs to pair i)."""
+    result = Instances(tuple(mask_pred.shape[-2:]))
+    masks = (mask_pred > 0).float()
+    mask_scores = (mask_pred.sigmoid().flatten(1) * masks.flatten(1)).sum(1) / (masks.flatten(1).sum(1) + 1e-6)
+    result.pred_masks = masks
+    # The official code emits all-zero boxes; tight boxes leave segm AP unchanged and make bbox AP
+    # and the visualiser meaningful.
+    result.pred_boxes = BitMasks(masks > 0).get_bounding_boxes()
+    result.scores = scores_per_image * mask_scores
+    result.pred_classes = labels_per_image
+    return result
+
+
 def instance_inference(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
@@ -87,27 +138,5 @@ def instance_inference(
         ``pred_boxes`` the tight boxes around the masks (XYXY, pixels; empty masks give zero boxes),
         ``scores`` = class score x mean foreground mask probability, ``pred_classes`` int64.
     """
-    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
-    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
-    labels = torch.arange(num_classes, device=mask_cls.device).repeat(num_queries)
-    scores_per_image, topk_indices = scores.flatten().topk(min(topk, scores.numel()), sorted=False)
-    labels_per_image = labels[topk_indices]
-    query_indices = topk_indices // num_classes
-    mask_pred = mask_pred[query_indices]
-
-    if thing_ids is not None:
-        keep = torch.isin(
-            labels_per_image, torch.as_tensor(list(thing_ids), dtype=labels_per_image.dtype, device=labels_per_image.device)
-        )
-        scores_per_image, labels_per_image, mask_pred = scores_per_image[keep], labels_per_image[keep], mask_pred[keep]
-
-    result = Instances(tuple(mask_pred.shape[-2:]))
-    masks = (mask_pred > 0).float()
-    mask_scores = (mask_pred.sigmoid().flatten(1) * masks.flatten(1)).sum(1) / (masks.flatten(1).sum(1) + 1e-6)
-    result.pred_masks = masks
-    # The official code emits all-zero boxes; tight boxes leave segm AP unchanged and make bbox AP
-    # and the visualiser meaningful.
-    result.pred_boxes = BitMasks(masks > 0).get_bounding_boxes()
-    result.scores = scores_per_image * mask_scores
-    result.pred_classes = labels_per_image
-    return result
+    scores_per_image, labels_per_image, query_indices = instance_topk(mask_cls, topk, thing_ids)
+    return instances_from_selection(scores_per_image, labels_per_image, mask_pred[query_indices])
