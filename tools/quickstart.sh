@@ -9,7 +9,7 @@ PY=${PY:-.venv/bin/python}
 CONFIG=configs/mask2former/toy/maskformer2_R18_toy_instance.yaml
 # a shorter schedule than the config's 1500 iterations: the poly decay ends at 800
 ITERS=${QUICKSTART_ITERS:-800}
-OUT=output/quickstart
+OUT=${QUICKSTART_OUT:-output/quickstart}
 export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets}
 
 echo "quickstart: [1/3] training $CONFIG on toy_instance_train ($ITERS iterations, CPU)"
