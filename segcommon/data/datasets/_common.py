@@ -3,11 +3,12 @@ Helpers shared by the standard-dataset registrations: idempotent registration (o
 of a semantic or a panoptic dataset, or of every split), metadata patching, and a loader for
 COCO-format panoptic annotations with semantic label maps.
 """
+import contextlib
 import copy
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
@@ -23,6 +24,8 @@ __all__ = [
     "patch_metadata",
     "panoptic_metadata",
     "load_panoptic_json_with_sem_seg",
+    "file_lock",
+    "write_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -266,3 +269,26 @@ def load_panoptic_json_with_sem_seg(
                 f"{ret[0][key]} (referenced by {json_file}) does not exist; see datasets/README.md."
             )
     return ret
+
+
+@contextlib.contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """Inter-process lock on the file ``path`` (created if needed), so that concurrent data-loader /
+    DDP workers generate or render a dataset only once. No locking where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_json(obj: Any, path: str) -> None:
+    """Writes ``obj`` as compact JSON to ``path``."""
+    with open(path, "w") as f:
+        json.dump(obj, f, separators=(",", ":"))

@@ -29,8 +29,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.builtin_meta import _get_coco_instances_meta
 
-from ._common import dataset_root, register_dataset
-from .toy import _file_lock, _write_json
+from ._common import dataset_root, file_lock, register_dataset, write_json
 
 __all__ = [
     "register_tiny_coco",
@@ -255,7 +254,7 @@ def load_tiny_coco_sem_seg(json_file: str, image_root: str, cache_dir: Optional[
     label_files = [r["sem_seg_file_name"] for r in records]
     if not _cache_is_current(cache_dir, stamp, label_files):
         os.makedirs(cache_dir, exist_ok=True)
-        with _file_lock(os.path.join(cache_dir, ".lock")):
+        with file_lock(os.path.join(cache_dir, ".lock")):
             if not _cache_is_current(cache_dir, stamp, label_files):
                 logger.info(f"Rendering {len(records)} semantic label maps of {json_file} into {cache_dir} ...")
                 coco = _load_coco_api(json_file)
@@ -267,5 +266,5 @@ def load_tiny_coco_sem_seg(json_file: str, image_root: str, cache_dir: Optional[
                         r["sem_seg_file_name"], lambda p, a=label: Image.fromarray(a).save(p, format="PNG")
                     )
                 marker = os.path.join(cache_dir, _CACHE_MARKER)
-                _atomic_write(marker, lambda p: _write_json(stamp, p))
+                _atomic_write(marker, lambda p: write_json(stamp, p))
     return records

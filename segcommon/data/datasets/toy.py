@@ -24,19 +24,19 @@ dataset-id -> contiguous-id mappings.
 Registered names (see :func:`register_toy_datasets`): ``toy_instance_{train,val}``,
 ``toy_panoptic_{train,val}`` and ``toy_sem_seg_{train,val}``.
 """
-import contextlib
 import json
 import logging
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
 from scipy import ndimage
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
+
+from ._common import file_lock, register_dataset, write_json
 
 __all__ = [
     "TOY_CATEGORIES",
@@ -474,11 +474,6 @@ def rgb2id(color: np.ndarray) -> np.ndarray:
     return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
 
 
-def _write_json(obj, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, separators=(",", ":"))
-
-
 def generate_toy_dataset(
     root: str,
     num_train: int = DEFAULT_NUM_TRAIN,
@@ -543,11 +538,11 @@ def generate_toy_dataset(
         info = {"description": f"segcommon toy dataset ({split})", "version": "1.0"}
         keys = ("id", "name", "supercategory")
         thing_cats = [{k: c[k] for k in keys} for c in TOY_CATEGORIES if c["isthing"]]
-        _write_json(
+        write_json(
             {"info": info, "images": images, "annotations": instances, "categories": thing_cats},
             os.path.join(split_dir, "instances.json"),
         )
-        _write_json(
+        write_json(
             {
                 "info": info,
                 "images": images,
@@ -563,23 +558,7 @@ def generate_toy_dataset(
         seed=seed,
         version=_DEFAULT_VERSION,
     )
-    _write_json(params, os.path.join(root, _MARKER))
-
-
-@contextlib.contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-    """Inter-process lock, so concurrent data-loader / DDP workers generate only once."""
-    try:
-        import fcntl
-    except ImportError:  # non-POSIX: no locking
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    write_json(params, os.path.join(root, _MARKER))
 
 
 def _needs_generation(root: str) -> bool:
@@ -597,7 +576,7 @@ def _ensure_generated(root: str) -> None:
     if not _needs_generation(root):
         return
     os.makedirs(root, exist_ok=True)
-    with _file_lock(os.path.join(root, ".lock")):
+    with file_lock(os.path.join(root, ".lock")):
         if _needs_generation(root):
             logger.info(
                 f"Generating the toy dataset under {root} ({DEFAULT_NUM_TRAIN} train + "
@@ -704,23 +683,6 @@ def _load_toy_instances(root: str, split: str, name: str) -> List[Dict]:
     return load_coco_json(p["json_file"], p["image_root"], name)
 
 
-# dataset name -> root it is currently registered with (for idempotent re-registration)
-_REGISTERED_ROOTS: Dict[str, str] = {}
-
-
-def _register(name: str, root: str, loader, metadata: Dict) -> None:
-    key = os.path.normpath(root)
-    if name in DatasetCatalog.list() and _REGISTERED_ROOTS.get(name) == key:
-        return
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(**metadata)
-    _REGISTERED_ROOTS[name] = key
-
-
 def register_toy_datasets(root: str) -> None:
     """
     Register ``toy_{instance,panoptic,sem_seg}_{train,val}`` for the toy dataset at ``root``.
@@ -733,9 +695,8 @@ def register_toy_datasets(root: str) -> None:
     for split in _SPLITS:
         p = _paths(root, split)
         name = f"toy_instance_{split}"
-        _register(
+        register_dataset(
             name,
-            root,
             lambda split=split, name=name: _load_toy_instances(root, split, name),
             {
                 "thing_classes": meta["thing_classes"],
@@ -747,10 +708,10 @@ def register_toy_datasets(root: str) -> None:
                 "image_root": p["image_root"],
                 "evaluator_type": "coco",
             },
+            key=("toy", os.path.normpath(root)),
         )
-        _register(
+        register_dataset(
             f"toy_panoptic_{split}",
-            root,
             lambda split=split: load_toy_panoptic_json(root, split),
             {
                 **meta,
@@ -763,10 +724,10 @@ def register_toy_datasets(root: str) -> None:
                 "label_divisor": 1000,
                 "evaluator_type": "coco_panoptic_seg",
             },
+            key=("toy", os.path.normpath(root)),
         )
-        _register(
+        register_dataset(
             f"toy_sem_seg_{split}",
-            root,
             lambda split=split: load_toy_sem_seg(root, split),
             {
                 "stuff_classes": meta["stuff_classes"],
@@ -776,6 +737,7 @@ def register_toy_datasets(root: str) -> None:
                 "ignore_label": 255,
                 "evaluator_type": "sem_seg",
             },
+            key=("toy", os.path.normpath(root)),
         )
 
 
