@@ -165,16 +165,17 @@ def eval_toy_root(tmp_path_factory):
     """A 2-image, 64 px toy val split (and a 1-image train split, for its metadata), registered
     under the toy_* names for this module; the earlier registration is restored afterwards."""
     import segcommon.data  # noqa: F401  (registers the default toy root first)
-    from segcommon.data.datasets import toy
+    from segcommon.data.datasets import _common, toy
 
-    previous = {toy._REGISTERED_ROOTS.get(name) for name in TOY_NAMES}
+    # the toy registrations' keys are ("toy", root)
+    previous = {_common._REGISTERED.get(name) for name in TOY_NAMES}
     root = str(tmp_path_factory.mktemp("toy_eval"))
     toy.generate_toy_dataset(root, num_train=1, num_val=2, image_size=64, seed=0)
     toy.register_toy_datasets(root)
     yield root
     previous.discard(None)
     if len(previous) == 1:
-        toy.register_toy_datasets(previous.pop())
+        toy.register_toy_datasets(previous.pop()[1])
 
 
 @pytest.fixture(scope="module")
