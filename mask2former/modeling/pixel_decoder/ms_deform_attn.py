@@ -40,11 +40,14 @@ def _use_fast_path(value: torch.Tensor) -> bool:
     return fast_path_available()
 
 
-def _level_shapes(spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]]) -> List[Tuple[int, int]]:
-    """(L, 2) tensor or sequence of (H_l, W_l) -> list of Python int pairs (grid_sample needs ints)."""
+def level_shapes(spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]]) -> List[Tuple[int, int]]:
+    """(L, 2) tensor or sequence of (H_l, W_l) -> list of (H_l, W_l) pairs (grid_sample needs ints).
+
+    A sequence passes through unchanged, so symbolic sizes (``torch.export`` with dynamic height and
+    width) stay symbolic; reading a tensor's values would fix them to the traced image's size."""
     if isinstance(spatial_shapes, torch.Tensor):
-        spatial_shapes = spatial_shapes.tolist()
-    return [(int(h), int(w)) for h, w in spatial_shapes]
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(h, w) for h, w in spatial_shapes]
 
 
 def ms_deform_attn_core(
@@ -85,9 +88,8 @@ def ms_deform_attn_core(
         raise ValueError(
             f"attention_weights must be {(B, Q, M, L, P)}, got {tuple(attention_weights.shape)}"
         )
-    shapes = _level_shapes(spatial_shapes)
-    starts = [int(s) for s in (level_start_index.tolist() if isinstance(level_start_index, torch.Tensor)
-                               else level_start_index)]
+    shapes = level_shapes(spatial_shapes)
+    starts = level_start_index.tolist() if isinstance(level_start_index, torch.Tensor) else list(level_start_index)
     if L == 0:
         raise ValueError("ms_deform_attn_core needs at least one level")
     if len(shapes) != L or len(starts) != L:
@@ -199,8 +201,9 @@ class MSDeformAttn(nn.Module):
                 relative to the box size (``offset / n_points * wh / 2``) instead of in pixels.
             input_flatten: (B, S, d_model) values of all levels, flattened level after level, each
                 row-major; S = sum_l H_l * W_l.
-            input_spatial_shapes: (n_levels, 2) long, (H_l, W_l).
-            input_level_start_index: (n_levels,) long, first token of each level in S.
+            input_spatial_shapes: (n_levels, 2) long, (H_l, W_l), or a sequence of (H_l, W_l) pairs
+                (what the encoder passes, so that export keeps the sizes symbolic).
+            input_level_start_index: (n_levels,) long, first token of each level in S (or a sequence).
             input_padding_mask: optional (B, S) bool, True at padded tokens (their values become 0).
                 Mask2Former never passes one.
 
@@ -222,7 +225,12 @@ class MSDeformAttn(nn.Module):
 
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: divide x by W_l and y by H_l.
-            normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
+            if isinstance(input_spatial_shapes, torch.Tensor):
+                normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
+            else:
+                normalizer = torch.tensor(
+                    [[w, h] for h, w in input_spatial_shapes], dtype=offsets.dtype, device=offsets.device
+                )
             locations = (
                 reference_points[:, :, None, :, None, :]
                 + offsets / normalizer[None, None, None, :, None, :]

@@ -7,7 +7,7 @@ decoder, ``input_proj.{i}.{0,1}``, ``transformer.level_embed``, ``transformer.en
 """
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from ..position_encoding import PositionEmbeddingSine
 from . import PIXEL_DECODER_REGISTRY
-from .ms_deform_attn import MSDeformAttn
+from .ms_deform_attn import MSDeformAttn, level_shapes
 
 __all__ = [
     "MSDeformAttnTransformerEncoderLayer",
@@ -68,8 +68,8 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         src: torch.Tensor,
         pos: Optional[torch.Tensor],
         reference_points: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
+        spatial_shapes: Union[torch.Tensor, Sequence[Tuple[int, int]]],
+        level_start_index: Union[torch.Tensor, Sequence[int]],
         padding_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
@@ -77,7 +77,8 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             src: (B, S, C) tokens of all levels; they are both the queries and the sampled values.
             pos: (B, S, C) positional term added to the queries only, or None.
             reference_points: (B, S, L, 2) normalised (x, y) reference of every token on every level.
-            spatial_shapes: (L, 2) long (H_l, W_l); level_start_index: (L,) long.
+            spatial_shapes: (L, 2) long (H_l, W_l) or a sequence of such pairs; level_start_index:
+                (L,) long or a sequence.
             padding_mask: optional (B, S) bool, True at padded tokens.
 
         Returns:
@@ -112,9 +113,11 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         """
         refs = []
         for h, w in spatial_shapes:
+            # arange + 0.5 equals linspace(0.5, h - 0.5, h) exactly (a step of 1) and, unlike
+            # linspace, keeps symbolic sizes symbolic under torch.export.
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h,
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w,
+                (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h,
+                (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w,
                 indexing="ij",
             )
             refs.append(torch.stack((ref_x.reshape(-1), ref_y.reshape(-1)), -1))  # (h*w, 2), row-major
@@ -124,20 +127,21 @@ class MSDeformAttnTransformerEncoder(nn.Module):
     def forward(
         self,
         src: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
+        spatial_shapes: Union[torch.Tensor, Sequence[Tuple[int, int]]],
+        level_start_index: Union[torch.Tensor, Sequence[int]],
         pos: Optional[torch.Tensor] = None,
         padding_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
-            src: (B, S, C); spatial_shapes: (L, 2) long; level_start_index: (L,) long;
+            src: (B, S, C); spatial_shapes: (L, 2) long or (H_l, W_l) pairs; level_start_index: (L,)
+                long or a sequence;
             pos: (B, S, C) or None; padding_mask: (B, S) bool or None.
 
         Returns:
             (B, S, C).
         """
-        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+        shapes = level_shapes(spatial_shapes)
         reference_points = self.get_reference_points(shapes, src.shape[0], src.device)
         out = src
         for layer in self.layers:
@@ -214,11 +218,13 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             pos_flatten.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
         src_flatten = torch.cat(src_flatten, 1)
         pos_flatten = torch.cat(pos_flatten, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
-        level_start_index = torch.cat(
-            (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
-        )
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, pos_flatten)
+        # The encoder gets the sizes as Python pairs (symbolic under export, see level_shapes); the
+        # tensors are returned for callers of the reference interface.
+        shapes = [(h, w) for h, w in shapes]
+        starts = [sum(h * w for h, w in shapes[:lvl]) for lvl in range(len(shapes))]
+        memory = self.encoder(src_flatten, shapes, starts, pos_flatten)
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=src_flatten.device)
+        level_start_index = torch.tensor(starts, dtype=torch.long, device=src_flatten.device)
         return memory, spatial_shapes, level_start_index
 
 
@@ -393,9 +399,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 srcs.append(self.input_proj[idx](x))
                 pos.append(self.pe_layer(x))
 
-            y, spatial_shapes, level_start_index = self.transformer(srcs, pos)
+            y, _, _ = self.transformer(srcs, pos)
             bs = y.shape[0]
-            shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+            shapes = [tuple(s.shape[-2:]) for s in srcs]
             out = [
                 z.transpose(1, 2).reshape(bs, -1, h, w)
                 for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)

@@ -424,7 +424,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pos: List[Tensor] = []
         size_list: List[Tuple[int, int]] = []
         for i in range(self.num_feature_levels):
-            size_list.append((int(x[i].shape[-2]), int(x[i].shape[-1])))
+            size_list.append((x[i].shape[-2], x[i].shape[-1]))
             # (B, C, h, w) -> (h*w, B, C). The level embedding goes into the memory itself (keys and
             # values), unlike the pixel decoder, which adds it to the positional term.
             pos.append(self.pe_layer(x[i], None).flatten(2).permute(2, 0, 1))
