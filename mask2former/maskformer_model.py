@@ -4,7 +4,7 @@ and semantic / panoptic / instance inference switched by ``MODEL.MASK_FORMER.TES
 Follows the official ``mask2former/maskformer_model.py`` (facebookresearch/Mask2Former); see
 ``shared/specs/mask2former.md`` §2.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -167,9 +167,31 @@ class MaskFormer(nn.Module):
                 raise KeyError(f"criterion returned losses without a weight: {unweighted}")
             return {k: v * self.criterion.weight_dict[k] for k, v in losses.items()}
 
-        mask_cls_results = outputs["pred_logits"]
-        mask_pred_results = outputs["pred_masks"]
-        padded_size = tuple(images.tensor.shape[-2:])
+        output_sizes = [(x.get("height", h), x.get("width", w)) for x, (h, w) in zip(batched_inputs, images.image_sizes)]
+        return self.inference(
+            outputs["pred_logits"], outputs["pred_masks"], tuple(images.tensor.shape[-2:]), images.image_sizes, output_sizes
+        )
+
+    def inference(
+        self,
+        mask_cls_results: torch.Tensor,
+        mask_pred_results: torch.Tensor,
+        padded_size: Tuple[int, int],
+        image_sizes: List[Tuple[int, int]],
+        output_sizes: List[Tuple[int, int]],
+    ) -> List[Dict]:
+        """Post-processing of the network's final predictions (also used on exported models' outputs).
+
+        Args:
+            mask_cls_results: (B, Q, K+1) class logits.
+            mask_pred_results: (B, Q, H_pad/4, W_pad/4) mask logits.
+            padded_size: (H_pad, W_pad) of the padded batch the network saw.
+            image_sizes: per image, its (h, w) inside the padded batch.
+            output_sizes: per image, the (height, width) to predict at (the original image size).
+
+        Returns:
+            per image, a dict with "sem_seg", "panoptic_seg" and/or "instances", as enabled.
+        """
         # Instance inference alone selects its top-k (query, class) pairs from the class scores
         # only, so just the selected queries' masks are upsampled (bilinear resizing is per channel:
         # the same values as selecting from all upsampled masks, at a cost in k, not Q).
@@ -177,13 +199,10 @@ class MaskFormer(nn.Module):
         if not instance_only:
             # Mask logits from 1/4 to the padded batch size.
             mask_pred_results = F.interpolate(mask_pred_results, size=padded_size, mode="bilinear", align_corners=False)
-        del outputs
         processed_results = []
-        for mask_cls, mask_pred, input_per_image, image_size in zip(
-            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        for mask_cls, mask_pred, image_size, (height, width) in zip(
+            mask_cls_results, mask_pred_results, image_sizes, output_sizes
         ):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
             if instance_only:
                 instances = self._instance_inference_lowres(mask_cls, mask_pred, padded_size, image_size, height, width)
                 processed_results.append({"instances": instances})
