@@ -14,6 +14,8 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
+from segcommon.layers import resize_bilinear
+
 from .cft_block import CFTBlock
 from .losses import category_mask_losses, pixel_cross_entropy, sum_stage_masks
 
@@ -183,10 +185,7 @@ class CFTHead(nn.Module):
             # The smoothed copy feeds only the fusion; the next block gets the raw block output.
             fused.append(self.fpn_convs[j](high))
         size = fused[-1].shape[-2:]
-        fused = [
-            x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
-            for x in fused
-        ]
+        fused = [resize_bilinear(x, size, self.align_corners) for x in fused]
         out = self.scale_heads(torch.cat(fused, dim=1))
         return self.conv_seg(self.dropout(out)), masks
 

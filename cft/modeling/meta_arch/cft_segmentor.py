@@ -9,13 +9,13 @@ has no sliding-window inference.
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from torch import Tensor
 
 from segcommon.evaluation.build import SEMANTIC, register_model_tasks
+from segcommon.layers import resize_bilinear
 
 __all__ = ["CFTSemanticSegmentor", "pad_to", "slide_windows"]
 
@@ -137,9 +137,7 @@ class CFTSemanticSegmentor(SemanticSegmentor):
         return results
 
     def _resize(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        if tuple(x.shape[-2:]) == tuple(size):
-            return x
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+        return resize_bilinear(x, size, self.align_corners)
 
     def encode_decode(self, image: Tensor) -> Tensor:
         """(1, 3, H, W) normalised image -> (1, K, H, W) logits (head output resized to the input)."""
