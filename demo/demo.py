@@ -17,17 +17,16 @@ import sys
 import time
 from typing import List
 
-import numpy as np
 import torch
 import tqdm
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
 from segcommon.engine import ConfigError, setup_cfg
+from segcommon.visualization import draw_predictions
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("demo")
@@ -44,22 +43,6 @@ def expand_inputs(patterns: List[str]) -> List[str]:
         else:
             paths.append(p)  # a missing file is reported when it is read
     return paths
-
-
-def draw(predictions: dict, image_rgb: np.ndarray, metadata, threshold: float) -> np.ndarray:
-    """Returns the visualisation (H, W, 3) RGB uint8 of one image's predictions."""
-    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
-    if "panoptic_seg" in predictions:
-        panoptic_seg, segments_info = predictions["panoptic_seg"]
-        out = vis.draw_panoptic_seg_predictions(panoptic_seg.to("cpu"), segments_info)
-    elif "instances" in predictions:
-        instances = predictions["instances"].to("cpu")
-        out = vis.draw_instance_predictions(instances[instances.scores >= threshold])
-    elif "sem_seg" in predictions:
-        out = vis.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu"))
-    else:
-        raise KeyError(f"the model returned none of panoptic_seg/instances/sem_seg: {sorted(predictions)}")
-    return out.get_image()
 
 
 def output_path(output: str, input_path: str, many: bool) -> str:
@@ -107,7 +90,7 @@ def main(argv=None) -> int:
         predictions = predictor(image)
         elapsed = time.perf_counter() - start
         logger.info(f"{path}: {image.shape[1]}x{image.shape[0]} in {elapsed:.2f} s")
-        vis = draw(predictions, image[:, :, ::-1], metadata, args.confidence_threshold)
+        vis = draw_predictions(predictions, image[:, :, ::-1], metadata, args.confidence_threshold)
         target = output_path(args.output, path, many=len(paths) > 1)
         Image.fromarray(vis).save(target)
     logger.info(f"{len(paths) - failed} image(s) drawn to {args.output}, {failed} failed")
