@@ -26,6 +26,6 @@ setup(
     ],
     extras_require={
         "dev": ["pytest"],
-        "deploy": ["onnx", "onnxruntime"],
+        "deploy": ["onnx", "onnxscript", "onnxruntime"],  # tools/deploy: the ONNX exporter and runtime
     },
 )

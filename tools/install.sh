@@ -45,7 +45,7 @@ echo "install: [3/5] Detectron2"
 "$PY" tools/detectron2_compat/install_detectron2.py || fail detectron2 "$PY tools/detectron2_compat/install_detectron2.py"
 
 echo "install: [4/5] the project and its dependencies"
-"${PIP[@]}" -e ".[dev]" || fail project "$PY -m pip install -e '.[dev]'"
+"${PIP[@]}" -e ".[dev,deploy]" || fail project "$PY -m pip install -e '.[dev,deploy]'"
 
 "$PY" -c "import torch, torchvision, detectron2, cv2, segcommon, mask2former, sotr, transfiner, cft" \
   || fail check "$PY -c 'import detectron2, mask2former, sotr, transfiner, cft'"

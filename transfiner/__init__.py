@@ -7,3 +7,4 @@ task ("instance") the shared evaluator table already knows.
 
 from .config import add_transfiner_config  # noqa: F401
 from .modeling import TransfinerMaskHead, TransfinerMaskPooler, TransfinerROIHeads  # noqa: F401
+from . import deploy  # noqa: F401  (registers the export adapter)

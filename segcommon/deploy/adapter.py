@@ -1,0 +1,118 @@
+"""Export adapters: the part of a model that is exported, and the post-processing of its outputs.
+
+An adapter wraps a built model (any of the project's meta-architectures) as an ``nn.Module`` whose
+``forward`` maps one normalised, padded image to a tuple of raw output tensors, the graph that
+ONNX / ``torch.export`` / TorchScript receive. ``postprocess`` turns those outputs, computed by any
+runtime (PyTorch, onnxruntime), into the model's usual results (``"instances"``, ``"sem_seg"``,
+``"panoptic_seg"``) with the model's own inference code, so that an exported model and the PyTorch
+model share one post-processing.
+
+Each model package registers its adapter under the name of its meta-architecture class.
+"""
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple, Type, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ExportAdapter", "ImageSizes", "build_export_adapter", "register_export_adapter"]
+
+# Adapter class by meta-architecture class name.
+_ADAPTERS: Dict[str, Type["ExportAdapter"]] = {}
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+class ImageSizes(NamedTuple):
+    """Sizes (height, width) of one image through the pipeline."""
+
+    input: Tuple[int, int]  # the padded network input
+    image: Tuple[int, int]  # the resized image inside it
+    output: Tuple[int, int]  # the requested output (the original image)
+
+
+class ExportAdapter(nn.Module):
+    """Base class: ``forward(image) -> tuple of tensors``, named by :attr:`output_names`.
+
+    Attributes:
+        output_names: names of ``forward``'s outputs, in order (the ONNX output names).
+        size_divisibility: the exported network takes images whose height and width are multiples of
+            this (the caller pads, see :func:`segcommon.deploy.preprocess.preprocess_image`); 1 when
+            any size is accepted.
+    """
+
+    output_names: Tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def size_divisibility(self) -> int:
+        return 1
+
+    @property
+    def pixel_mean(self) -> torch.Tensor:
+        """(3, 1, 1) mean subtracted from the image, in the model's input format (cfg.INPUT.FORMAT)."""
+        return self.model.pixel_mean
+
+    @property
+    def pixel_std(self) -> torch.Tensor:
+        return self.model.pixel_std
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """
+        Args:
+            image: (1, 3, H, W) float32, normalised ((x - pixel_mean) / pixel_std) and zero-padded at the
+                bottom and right to multiples of :attr:`size_divisibility`.
+        """
+        raise NotImplementedError
+
+    def postprocess(
+        self,
+        outputs: Sequence[ArrayLike],
+        input_size: Tuple[int, int],
+        image_size: Tuple[int, int],
+        output_size: Tuple[int, int],
+    ) -> Dict:
+        """
+        Args:
+            outputs: ``forward``'s outputs for one image (NumPy arrays or tensors, same order).
+            input_size: (H, W) of the padded network input.
+            image_size: (h, w) of the resized image inside it.
+            output_size: (height, width) to predict at (the original image size).
+
+        Returns:
+            the model's result dict for that image (as its ``forward`` returns in inference).
+        """
+        if len(outputs) != len(self.output_names):
+            raise ValueError(f"expected {len(self.output_names)} outputs {self.output_names}, got {len(outputs)}")
+        device = self.pixel_mean.device
+        tensors = [torch.as_tensor(o).to(device) for o in outputs]
+        sizes = ImageSizes(tuple(input_size), tuple(image_size), tuple(output_size))
+        with torch.no_grad():
+            return self._postprocess(tensors, sizes)
+
+    def _postprocess(self, outputs: List[torch.Tensor], sizes: "ImageSizes") -> Dict:
+        """:meth:`postprocess` on tensors (on the model's device), without gradients."""
+        raise NotImplementedError
+
+
+def register_export_adapter(meta_architecture: str) -> Callable[[Type[ExportAdapter]], Type[ExportAdapter]]:
+    """Class decorator: the adapter of models whose class is named ``meta_architecture``."""
+
+    def register(cls: Type[ExportAdapter]) -> Type[ExportAdapter]:
+        if meta_architecture in _ADAPTERS:
+            raise KeyError(f"an export adapter for {meta_architecture!r} is already registered")
+        _ADAPTERS[meta_architecture] = cls
+        return cls
+
+    return register
+
+
+def build_export_adapter(model: nn.Module) -> ExportAdapter:
+    """The registered adapter of ``model``'s meta-architecture (the model is put in eval mode)."""
+    name = type(model).__name__
+    if name not in _ADAPTERS:
+        raise KeyError(f"no export adapter for meta-architecture {name!r}; supported: {sorted(_ADAPTERS)}")
+    return _ADAPTERS[name](model.eval()).eval()
