@@ -16,6 +16,12 @@ def resize_bilinear(x: torch.Tensor, size: Sequence[int], align_corners: bool = 
     is made only when it holds for every size, so the export adds no guard that would fix the image
     size; otherwise the map is interpolated.
     """
-    if statically_known_true(x.shape[-2] == size[0]) and statically_known_true(x.shape[-1] == size[1]):
+    if _known_equal(x.shape[-2], size[0]) and _known_equal(x.shape[-1], size[1]):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+def _known_equal(a, b) -> bool:
+    if isinstance(a, torch.SymInt) or isinstance(b, torch.SymInt):
+        return statically_known_true(a == b)
+    return bool(a == b)  # ints, or sizes recorded as tensors by the TorchScript tracer (fixed size)

@@ -4,12 +4,14 @@
     python tools/deploy/export_model.py --config-file F --format onnx|export|torchscript \
         --output DIR [--sample-image IMG] [--opts KEY VALUE ...]
 
-Weights come from MODEL.WEIGHTS (random initialisation when it is empty). The graph is the model's
+Weights come from MODEL.WEIGHTS; when it is empty the model is randomly initialised, its batch-norm
+statistics are set from the sample (segcommon/deploy/calibration.py) and its weights are written to
+DIR/model_init.pth (for run_onnx.py --compare). The graph is the model's
 export adapter (segcommon/deploy): one image (1, 3, H, W), normalised and zero-padded to the model's
 size divisibility, to the raw outputs (Mask2Former: class and mask logits; SOTR: per-level class
 logits and kernels, mask features; CFT: class logits at the input size). ONNX (opset 18) and
 torch.export have a dynamic height and width; TorchScript is traced at the sample's size. The sample
-is --sample-image after the test-time resize, else a grey image of MIN_SIZE_TEST x MIN_SIZE_TEST.
+is --sample-image after the test-time resize, else a noise image of MIN_SIZE_TEST x MIN_SIZE_TEST.
 Post-processing is not in the graph: tools/deploy/run_onnx.py applies the model's own.
 
 A failure is reported in one paragraph naming the blocking operator and model part; exit status 1.
@@ -27,7 +29,14 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from segcommon.deploy import EXPORT_FORMATS, ExportError, Preprocessor, build_export_adapter, export_adapter
+from segcommon.deploy import (
+    EXPORT_FORMATS,
+    ExportError,
+    Preprocessor,
+    build_export_adapter,
+    calibrate_batch_norms,
+    export_adapter,
+)
 from segcommon.engine import ConfigError, setup_cfg
 
 logger = logging.getLogger("export_model")
@@ -38,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for model.{onnx,pt2,ts}")
-    parser.add_argument("--sample-image", metavar="IMG", help="image traced through the model (default: grey)")
+    parser.add_argument("--sample-image", metavar="IMG", help="image traced through the model (default: noise)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
     setup_logger(name="export_model")
@@ -52,8 +61,6 @@ def main(argv=None) -> int:
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
     try:
         adapter = build_export_adapter(model)
     except (KeyError, NotImplementedError) as e:
@@ -69,8 +76,19 @@ def main(argv=None) -> int:
             return 2
     else:
         side = max(cfg.INPUT.MIN_SIZE_TEST, 64)
-        image = np.full((side, side, 3), 128, dtype=np.uint8)
+        image = np.random.RandomState(0).randint(0, 256, (side, side, 3)).astype(np.uint8)
     sample, _ = preprocess(image)
+    if not cfg.MODEL.WEIGHTS:
+        # Batch-norm statistics from the sample keep random activations at unit scale (see
+        # segcommon/deploy/calibration.py); the weights are saved so that run_onnx.py --compare can
+        # run the same model in PyTorch.
+        calibrated = calibrate_batch_norms(adapter, torch.from_numpy(sample))
+        os.makedirs(args.output, exist_ok=True)
+        DetectionCheckpointer(model, save_dir=args.output).save("model_init")
+        logger.warning(
+            f"MODEL.WEIGHTS is empty: exporting a randomly initialised model ({calibrated} batch norms calibrated"
+            f" on the sample), whose weights are saved as {os.path.join(args.output, 'model_init.pth')}"
+        )
 
     start = time.perf_counter()
     try:

@@ -95,11 +95,12 @@ def main(argv=None) -> int:
             ref_result = adapter.postprocess(reference, tuple(x.shape[-2:]), image_size, tuple(image.shape[:2]))
             times["pytorch"].append(time.perf_counter() - start)
             diffs = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(outputs, reference)]
+            scales = [float(np.abs(b).max()) if b.size else 0.0 for b in reference]
             agreement = mask_agreement(result, ref_result)
             worst_diff, worst_agreement = max([worst_diff] + diffs), min(worst_agreement, agreement)
             line += (
                 f", pytorch {times['pytorch'][-1]:.3f} s; max |onnx - torch| "
-                + ", ".join(f"{n} {d:.2e}" for n, d in zip(adapter.output_names, diffs))
+                + ", ".join(f"{n} {d:.2e} (max |torch| {m:.3g})" for n, d, m in zip(adapter.output_names, diffs, scales))
                 + f"; final masks agree on {100 * agreement:.3f}% of pixels"
             )
         logger.info(line)

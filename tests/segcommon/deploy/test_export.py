@@ -114,3 +114,21 @@ def test_preprocessor_rejects_empty_images():
     p = Preprocessor(128, 256, "RGB", [0, 0, 0], [1, 1, 1], 32)
     with pytest.raises(ValueError, match="non-empty"):
         p(np.zeros((0, 10, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["export", "torchscript"])
+def test_program_and_torchscript_formats_run(fmt, tmp_path):
+    """The .pt2 program accepts another size (dynamic height and width); TorchScript runs at the traced size."""
+    import cft  # noqa: F401
+
+    torch.manual_seed(0)
+    cfg = setup_cfg("configs/cft/toy/cft_R18_toy.yaml", [], check_datasets=False)
+    adapter = build_export_adapter(build_model(cfg))
+    path = export_adapter(adapter, torch.randn(1, 3, 96, 128), fmt, str(tmp_path))
+    loaded = torch.export.load(path).module() if fmt == "export" else torch.jit.load(path)
+    x = torch.randn(1, 3, 128, 80) if fmt == "export" else torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        (expected,) = adapter(x)
+        (actual,) = loaded(x)
+    assert actual.shape == expected.shape == (1, 6, *x.shape[-2:])
+    assert torch.allclose(actual, expected, atol=1e-4)
