@@ -1,8 +1,9 @@
 """Agreement between two predictions of one image (e.g. PyTorch and onnxruntime): the fraction of
 pixels on which their final masks agree."""
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
+from scipy.optimize import linear_sum_assignment
 
 __all__ = ["final_masks", "mask_agreement"]
 
@@ -21,20 +22,34 @@ def final_masks(result: Dict) -> torch.Tensor:
 
 
 def mask_agreement(a: Dict, b: Dict) -> float:
-    """Fraction of equal entries of :func:`final_masks` of ``a`` and ``b``. Instance sets of different
-    sizes are compared as label maps (instance i painted with i + 1 in score order, later over earlier)."""
+    """Fraction of equal entries of :func:`final_masks` of ``a`` and ``b``.
+
+    Instance masks are first matched one to one by IoU (Hungarian matching; the smaller set is padded
+    with empty masks), so that two instances whose near-equal scores swap places between runtimes,
+    or a different number of kept instances, count only the pixels that really differ.
+    """
     ma, mb = final_masks(a), final_masks(b)
-    if ma.shape != mb.shape:
+    if ma.dim() == 3 or mb.dim() == 3:
         if ma.dim() != 3 or mb.dim() != 3 or ma.shape[1:] != mb.shape[1:]:
-            raise ValueError(f"final masks of different sizes: {tuple(ma.shape)} vs {tuple(mb.shape)}")
-        ma, mb = _paint(ma), _paint(mb)
+            raise ValueError(f"instance masks of different sizes: {tuple(ma.shape)} vs {tuple(mb.shape)}")
+        ma, mb = _matched(ma, mb)
+    elif ma.shape != mb.shape:
+        raise ValueError(f"final masks of different sizes: {tuple(ma.shape)} vs {tuple(mb.shape)}")
     if ma.numel() == 0:
         return 1.0
     return float((ma == mb).float().mean())
 
 
-def _paint(masks: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(masks.shape[1:], dtype=torch.int64)
-    for i, m in enumerate(masks):
-        out[m] = i + 1
-    return out
+def _matched(ma: torch.Tensor, mb: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(Na, H, W), (Nb, H, W) bool -> both (N, H, W), N = max(Na, Nb), with ``mb`` reordered to match ``ma``."""
+    n = max(len(ma), len(mb))
+    pad = lambda m: torch.cat([m, m.new_zeros((n - len(m), *m.shape[1:]))])  # noqa: E731
+    ma, mb = pad(ma.bool()), pad(mb.bool())
+    if n == 0:
+        return ma, mb
+    fa, fb = ma.flatten(1).float(), mb.flatten(1).float()
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))  # two empty masks agree
+    rows, cols = linear_sum_assignment(-iou.numpy())
+    return ma[torch.as_tensor(rows)], mb[torch.as_tensor(cols)]
