@@ -37,11 +37,12 @@ def test_export_then_run_and_compare(tmp_path):
 
     vis = tmp_path / "vis"
     r = _run("run_onnx.py", "--config-file", CONFIG, "--model", out / "model.onnx", "--input", images,
-             "--output", vis, "--compare", "--opts", "MODEL.WEIGHTS", out / "model_init.pth")
+             "--output", vis, "--compare", "--perturb", "1e-6", "--opts", "MODEL.WEIGHTS", out / "model_init.pth")
     assert r.returncode == 1, r.stderr[-3000:]  # one unreadable image, reported and counted
     log = r.stdout + r.stderr
     assert "broken.png: cannot read image" in log
     assert log.count("final masks agree on 100.000% of pixels") == 2
+    assert log.count("PyTorch moved by input noise 1e-06: sem_seg_logits") == 2
     assert "2 image(s): onnxruntime mean" in log
     assert sorted(os.listdir(vis)) == ["a.png", "b.png"]
     assert Image.open(vis / "a.png").size == (120, 90)

@@ -3,13 +3,15 @@
 demo/demo.py does with the PyTorch model.
 
     python tools/deploy/run_onnx.py --config-file F --model DIR/model.onnx --input IMG_OR_DIR_OR_GLOB [...] \
-        --output FILE_OR_DIR [--confidence-threshold 0.5] [--threads N] [--compare] [--opts KEY VALUE ...]
+        --output FILE_OR_DIR [--confidence-threshold 0.5] [--threads N] [--compare [--perturb EPS]] [--opts KEY VALUE ...]
 
 The config must be the one the model was exported from (same --opts): it gives the test-time resize,
 the normalisation and the post-processing, which is the model's own inference code (built from the
 config; its weights are not needed). With --compare, the PyTorch model (MODEL.WEIGHTS) also runs on
 each image, and the largest absolute difference of every raw output, the agreement of the final masks
-and both latencies are logged, with a summary at the end.
+and both latencies are logged, with a summary at the end. --perturb EPS adds, per image, how far PyTorch's
+own outputs move when the input is multiplied by (1 + EPS * N(0, 1)): a model whose outputs move as
+much under rounding-level noise (EPS ~ 1e-6) cannot be reproduced more closely by any other runtime.
 """
 import argparse
 import logging
@@ -46,6 +48,11 @@ def main(argv=None) -> int:
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum instance score to draw")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime / PyTorch threads (0: their default)")
     parser.add_argument("--compare", action="store_true", help="also run the PyTorch model and report differences")
+    parser.add_argument(
+        "--perturb", type=float, default=0.0, metavar="EPS",
+        help="with --compare, also run PyTorch on the input times (1 + EPS * N(0, 1)) and log how far that moves "
+        "its raw outputs: the model's own sensitivity to rounding-level noise, to read the ONNX differences against",
+    )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
     setup_logger(name="run_onnx")
@@ -97,12 +104,20 @@ def main(argv=None) -> int:
             diffs = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(outputs, reference)]
             scales = [float(np.abs(b).max()) if b.size else 0.0 for b in reference]
             agreement = mask_agreement(result, ref_result)
+            if args.perturb:
+                noise = np.random.RandomState(0).standard_normal(x.shape).astype(np.float32)
+                perturbed = run_adapter(adapter, x * (1 + args.perturb * noise))
+                sensitivity = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(perturbed, reference)]
             worst_diff, worst_agreement = max([worst_diff] + diffs), min(worst_agreement, agreement)
             line += (
                 f", pytorch {times['pytorch'][-1]:.3f} s; max |onnx - torch| "
                 + ", ".join(f"{n} {d:.2e} (max |torch| {m:.3g})" for n, d, m in zip(adapter.output_names, diffs, scales))
                 + f"; final masks agree on {100 * agreement:.3f}% of pixels"
             )
+            if args.perturb:
+                line += f"; PyTorch moved by input noise {args.perturb:g}: " + ", ".join(
+                    f"{n} {d:.2e}" for n, d in zip(adapter.output_names, sensitivity)
+                )
         logger.info(line)
         if args.output:
             vis = draw_predictions(result, image[:, :, ::-1], metadata, args.confidence_threshold)
