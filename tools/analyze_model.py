@@ -22,7 +22,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.analysis import FlopCountAnalysis, parameter_count_table
 from detectron2.utils.logger import setup_logger
 
-from segcommon.engine import ConfigError, setup_cfg
+from segcommon.engine import setup_tool_cfg
 from segcommon.manifest import compare_manifests, model_manifest
 
 logger = logging.getLogger("analyze_model")
@@ -54,12 +54,7 @@ def main(argv=None) -> int:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         parser.error(f"unknown task(s) {bad}; choose from {TASKS}")
-    try:
-        # Analysis runs on the CPU unless the overrides say otherwise.
-        cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + args.opts, check_datasets=False)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = setup_tool_cfg(args.config_file, args.opts)
 
     model = build_model(cfg)
     model.eval()

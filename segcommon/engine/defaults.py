@@ -6,6 +6,7 @@ entry points (``train_net.py``, ``demo/demo.py``, ``tools/*.py``).
 import difflib
 import importlib
 import logging
+import sys
 from typing import List, Optional, Sequence
 
 import torch
@@ -15,7 +16,7 @@ from detectron2.utils.file_io import PathManager
 
 from ..config import add_common_config
 
-__all__ = ["ConfigError", "MODEL_PACKAGES", "get_project_cfg", "setup_cfg"]
+__all__ = ["ConfigError", "MODEL_PACKAGES", "get_project_cfg", "setup_cfg", "setup_tool_cfg"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +92,14 @@ def setup_cfg(
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def setup_tool_cfg(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+    """The config of a command-line tool that builds a model without reading data (analysis,
+    export): on the CPU unless ``opts`` say otherwise, datasets not checked. A :class:`ConfigError`
+    ends the process with its one-line ``error:`` message and exit status 2."""
+    try:
+        return setup_cfg(config_file, ["MODEL.DEVICE", "cpu", *opts], check_datasets=False)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -37,7 +37,7 @@ from segcommon.deploy import (
     calibrate_batch_norms,
     export_adapter,
 )
-from segcommon.engine import ConfigError, setup_cfg
+from segcommon.engine import setup_tool_cfg
 
 logger = logging.getLogger("export_model")
 
@@ -53,11 +53,7 @@ def main(argv=None) -> int:
     setup_logger(name="export_model")
     setup_logger(name="segcommon")
 
-    try:
-        cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + args.opts, check_datasets=False)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = setup_tool_cfg(args.config_file, args.opts)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from typing import List
 
 import numpy as np
 import torch
@@ -33,10 +34,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from demo.demo import expand_inputs, output_path  # noqa: E402
 
 from segcommon.deploy import OnnxPredictor, build_export_adapter, mask_agreement, run_adapter  # noqa: E402
-from segcommon.engine import ConfigError, setup_cfg  # noqa: E402
+from segcommon.engine import setup_tool_cfg  # noqa: E402
 from segcommon.visualization import draw_predictions  # noqa: E402
 
 logger = logging.getLogger("run_onnx")
+
+
+def max_abs_differences(a: List[np.ndarray], b: List[np.ndarray]) -> List[float]:
+    """Per output, the largest |a - b| (0 for empty outputs)."""
+    return [float(np.abs(x - y).max()) if x.size else 0.0 for x, y in zip(a, b)]
 
 
 def main(argv=None) -> int:
@@ -57,11 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logger(name="run_onnx")
 
-    try:
-        cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + args.opts, check_datasets=False)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = setup_tool_cfg(args.config_file, args.opts)
     if args.compare and not cfg.MODEL.WEIGHTS:
         print("error: --compare needs MODEL.WEIGHTS, the weights the ONNX model was exported with", file=sys.stderr)
         return 2
@@ -91,23 +93,20 @@ def main(argv=None) -> int:
             failed += 1
             continue
         x, image_size = predictor.preprocess(image)
+        sizes = (tuple(x.shape[-2:]), image_size, tuple(image.shape[:2]))  # postprocess's size arguments
         start = time.perf_counter()
         outputs = predictor.run_network(x)
-        result = adapter.postprocess(outputs, tuple(x.shape[-2:]), image_size, tuple(image.shape[:2]))
+        result = adapter.postprocess(outputs, *sizes)
         times["onnxruntime"].append(time.perf_counter() - start)
         line = f"{path}: {image.shape[1]}x{image.shape[0]} (network input {x.shape[3]}x{x.shape[2]}) onnxruntime {times['onnxruntime'][-1]:.3f} s"
         if args.compare:
             start = time.perf_counter()
             reference = run_adapter(adapter, x)
-            ref_result = adapter.postprocess(reference, tuple(x.shape[-2:]), image_size, tuple(image.shape[:2]))
+            ref_result = adapter.postprocess(reference, *sizes)
             times["pytorch"].append(time.perf_counter() - start)
-            diffs = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(outputs, reference)]
-            scales = [float(np.abs(b).max()) if b.size else 0.0 for b in reference]
+            diffs = max_abs_differences(outputs, reference)
+            scales = [float(np.abs(r).max()) if r.size else 0.0 for r in reference]
             agreement = mask_agreement(result, ref_result)
-            if args.perturb:
-                noise = np.random.RandomState(0).standard_normal(x.shape).astype(np.float32)
-                perturbed = run_adapter(adapter, x * (1 + args.perturb * noise))
-                sensitivity = [float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(perturbed, reference)]
             worst_diff, worst_agreement = max([worst_diff] + diffs), min(worst_agreement, agreement)
             line += (
                 f", pytorch {times['pytorch'][-1]:.3f} s; max |onnx - torch| "
@@ -115,6 +114,8 @@ def main(argv=None) -> int:
                 + f"; final masks agree on {100 * agreement:.3f}% of pixels"
             )
             if args.perturb:
+                noise = np.random.RandomState(0).standard_normal(x.shape).astype(np.float32)
+                sensitivity = max_abs_differences(run_adapter(adapter, x * (1 + args.perturb * noise)), reference)
                 line += f"; PyTorch moved by input noise {args.perturb:g}: " + ", ".join(
                     f"{n} {d:.2e}" for n, d in zip(adapter.output_names, sensitivity)
                 )
