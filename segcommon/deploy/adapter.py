@@ -37,7 +37,7 @@ class ExportAdapter(nn.Module):
     Attributes:
         output_names: names of ``forward``'s outputs, in order (the ONNX output names).
         size_divisibility: the exported network takes images whose height and width are multiples of
-            this (the caller pads, see :func:`segcommon.deploy.preprocess.preprocess_image`); 1 when
+            this (the caller pads, see :class:`segcommon.deploy.preprocess.Preprocessor`); 1 when
             any size is accepted.
     """
 

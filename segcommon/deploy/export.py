@@ -35,15 +35,17 @@ class ExportError(RuntimeError):
     """The model could not be exported; the message names the operator and the model part."""
 
 
+def _model_path(name: str) -> str:
+    """A submodule's qualified name as in the wrapped model (an adapter holds it as ``model``)."""
+    return (name[len("model."):] if name.startswith("model.") else name) or "<root>"
+
+
 class _ModuleTracker:
     """Records the stack of submodules whose forward is running (hooks on every submodule)."""
 
     def __init__(self, root: nn.Module):
-        # Named as in the wrapped model (an adapter holds it as ``model``).
-        prefix = "model." if isinstance(root, ExportAdapter) else ""
-        self.names = {m: (n[len(prefix):] if n.startswith(prefix) else n) or "<root>" for n, m in root.named_modules()}
+        self.names = {m: _model_path(n) for n, m in root.named_modules()}
         self.stack: List[nn.Module] = []
-        self.deepest: Optional[List[nn.Module]] = None
         self.handles = []
         for m in self.names:
             self.handles.append(m.register_forward_pre_hook(self._enter))
@@ -120,6 +122,20 @@ def _dynamic_shapes(adapter: ExportAdapter, sample: torch.Tensor) -> Dict:
     return {"image": {2: h, 3: w}}
 
 
+def _tracing_failure(stage: str, tracker: _ModuleTracker, e: Exception) -> ExportError:
+    """The error of a failure while ``stage`` ran the model: the submodule that was running, the
+    operator if the message names one, and the innermost source line outside torch."""
+    msg = f"{stage} failed in model part {tracker.describe() or '<outside any submodule>'}"
+    ops = _operators_in(str(e))
+    if ops:
+        msg += f", operator {ops[0]}"
+    msg += f": {type(e).__name__}"
+    where = _source_line(e)
+    if where:
+        msg += f"\n  at {where}"
+    return ExportError(msg + "\n" + _first_lines(e))
+
+
 def export_program(adapter: ExportAdapter, sample: torch.Tensor, dynamic: bool = True):
     """``torch.export.export`` of ``adapter`` at ``sample`` (1, 3, H, W); raises :class:`ExportError`."""
     shapes = _dynamic_shapes(adapter, sample) if dynamic else None
@@ -127,16 +143,7 @@ def export_program(adapter: ExportAdapter, sample: torch.Tensor, dynamic: bool =
         try:
             return torch.export.export(adapter, (sample,), dynamic_shapes=shapes, strict=False)
         except Exception as e:
-            part = tracker.describe() or "<outside any submodule>"
-            ops = _operators_in(str(e))
-            where = _source_line(e)
-            msg = f"torch.export failed in model part {part}"
-            if ops:
-                msg += f", operator {ops[0]}"
-            msg += f": {type(e).__name__}"
-            if where:
-                msg += f"\n  at {where}"
-            raise ExportError(msg + "\n" + _first_lines(e)) from e
+            raise _tracing_failure("torch.export", tracker, e) from e
 
 
 def _module_of_operator(program, ops: List[str]) -> Optional[str]:
@@ -151,8 +158,7 @@ def _module_of_operator(program, ops: List[str]) -> Optional[str]:
             if stack:
                 path, cls = list(stack.values())[-1]
                 cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
-                path = path[len("model."):] if path.startswith("model.") else path
-                return f"{path or '<root>'} ({cls_name.rsplit('.', 1)[-1]})"
+                return f"{_model_path(path)} ({cls_name.rsplit('.', 1)[-1]})"
             return "<root>"
     return None
 
@@ -202,8 +208,7 @@ def export_adapter(
         try:
             traced = torch.jit.trace(adapter, (sample,), check_trace=False)
         except Exception as e:
-            part = tracker.describe() or "<outside any submodule>"
-            raise ExportError(f"TorchScript tracing failed in model part {part}: {type(e).__name__}\n" + _first_lines(e)) from e
+            raise _tracing_failure("TorchScript tracing", tracker, e) from e
     logger.warning(
         "TorchScript traces at the sample's size %s: use the ONNX or torch.export formats for other sizes",
         tuple(sample.shape[-2:]),
