@@ -692,6 +692,7 @@ def register_toy_datasets(root: str) -> None:
     dataset is first loaded.
     """
     meta = get_toy_metadata()
+    key = ("toy", os.path.normpath(root))
     for split in _SPLITS:
         p = _paths(root, split)
         name = f"toy_instance_{split}"
@@ -708,7 +709,7 @@ def register_toy_datasets(root: str) -> None:
                 "image_root": p["image_root"],
                 "evaluator_type": "coco",
             },
-            key=("toy", os.path.normpath(root)),
+            key=key,
         )
         register_dataset(
             f"toy_panoptic_{split}",
@@ -724,7 +725,7 @@ def register_toy_datasets(root: str) -> None:
                 "label_divisor": 1000,
                 "evaluator_type": "coco_panoptic_seg",
             },
-            key=("toy", os.path.normpath(root)),
+            key=key,
         )
         register_dataset(
             f"toy_sem_seg_{split}",
@@ -737,7 +738,7 @@ def register_toy_datasets(root: str) -> None:
                 "ignore_label": 255,
                 "evaluator_type": "sem_seg",
             },
-            key=("toy", os.path.normpath(root)),
+            key=key,
         )
 
 

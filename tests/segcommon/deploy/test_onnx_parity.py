@@ -9,7 +9,15 @@ from detectron2.modeling import build_model
 import cft  # noqa: F401  (registers the adapters)
 import mask2former  # noqa: F401
 import sotr  # noqa: F401
-from segcommon.deploy import OnnxPredictor, build_export_adapter, export_adapter, final_masks, mask_agreement, run_adapter
+from segcommon.deploy import (
+    OnnxPredictor,
+    Preprocessor,
+    build_export_adapter,
+    export_adapter,
+    final_masks,
+    mask_agreement,
+    run_adapter,
+)
 from segcommon.engine import setup_cfg
 
 pytest.importorskip("onnxruntime", reason="needs the deploy extra: pip install -e '.[deploy]'")
@@ -46,12 +54,13 @@ def test_onnx_matches_pytorch(config, tmp_path):
     cfg = setup_cfg(config, [], check_datasets=False)
     model = build_model(cfg).eval()
     adapter = build_export_adapter(model)
-    predictor = None
-    for i, image in enumerate(_images()):
-        x, image_size = (predictor.preprocess if predictor else _preprocess(cfg, adapter))(image)
-        if predictor is None:  # export at the first image's size; the others test the dynamic shapes
-            path = export_adapter(adapter, torch.from_numpy(x), "onnx", str(tmp_path))
-            predictor = OnnxPredictor(cfg, path, adapter)
+    preprocess = Preprocessor.from_config(cfg, adapter.size_divisibility)
+    images = _images()
+    # Exported at the first image's size; the others test the dynamic height and width.
+    path = export_adapter(adapter, torch.from_numpy(preprocess(images[0])[0]), "onnx", str(tmp_path))
+    predictor = OnnxPredictor(cfg, path, adapter)
+    for i, image in enumerate(images):
+        x, image_size = preprocess(image)
         input_size, output_size = tuple(x.shape[-2:]), image.shape[:2]
 
         reference = run_adapter(adapter, x)
@@ -70,12 +79,6 @@ def test_onnx_matches_pytorch(config, tmp_path):
             expected = model([{"image": tensor, "height": output_size[0], "width": output_size[1]}])[0]
         assert sorted(expected) == sorted(torch_result)
         assert torch.equal(final_masks(expected), final_masks(torch_result)), f"image {i}"
-
-
-def _preprocess(cfg, adapter):
-    from segcommon.deploy import Preprocessor
-
-    return Preprocessor.from_config(cfg, adapter.size_divisibility)
 
 
 def _resized(cfg, image):
