@@ -9,8 +9,8 @@ setup(
     description="Mask2Former, SOTR, Mask Transfiner and CFT on Detectron2",
     python_requires=">=3.9",
     packages=find_packages(include=["segcommon*", "mask2former*", "sotr*", "transfiner*", "cft*"]),
-    # compiled on first use (mask2former/modeling/pixel_decoder/ms_deform_attn_fast.py)
-    package_data={"mask2former": ["modeling/pixel_decoder/csrc/*.cpp"]},
+    # compiled on first use (segcommon/layers/compiled.py)
+    package_data={"mask2former": ["modeling/pixel_decoder/csrc/*.cpp"], "segcommon": ["layers/csrc/*.cpp"]},
     install_requires=[
         "torch>=2.0",
         "torchvision",

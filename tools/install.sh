@@ -22,6 +22,7 @@ fail() {  # $1: step, $2: command to retry
 
 fingerprint() {
   cat tools/install.sh setup.py tools/detectron2_compat/*.py mask2former/modeling/pixel_decoder/csrc/*.cpp \
+    segcommon/layers/csrc/*.cpp \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -49,12 +50,14 @@ echo "install: [4/5] the project and its dependencies"
 
 "$PY" -c "import torch, torchvision, detectron2, cv2, segcommon, mask2former, sotr, transfiner, cft" \
   || fail check "$PY -c 'import detectron2, mask2former, sotr, transfiner, cft'"
-echo "install: [5/5] compiled CPU kernel of multi-scale deformable attention (optional)"
+echo "install: [5/5] compiled CPU kernels: deformable attention, RoIAlign (optional)"
 "$PY" -c "
-import sys
 from mask2former.modeling.pixel_decoder.ms_deform_attn_fast import load_extension
+from segcommon.layers.roi_align_fast import load_roi_align_extension
 ok = load_extension() is not None
 print('install: deformable attention kernel ' + ('built' if ok else 'not built: the pure-PyTorch path will be used'))
+ok = load_roi_align_extension() is not None
+print('install: RoIAlign kernel ' + ('built' if ok else \"not built: torchvision's kernels will be used\"))
 " 2>&1 | grep -v "No CUDA runtime is found" || true
 fingerprint > "$STAMP"
 echo "install: done ($VENV)"

@@ -15,6 +15,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.file_io import PathManager
 
 from ..config import add_common_config
+from ..layers.roi_align_fast import register_fast_roi_align
 
 __all__ = ["ConfigError", "MODEL_PACKAGES", "get_project_cfg", "setup_cfg", "setup_tool_cfg"]
 
@@ -89,6 +90,9 @@ def setup_cfg(
         cfg.SOLVER.AMP.ENABLED = False
     if check_datasets:
         _check_datasets(cfg)
+    if cfg.MODEL.DEVICE == "cpu":
+        # Detectron2's ROIAlign (every R-CNN pooler) then runs on the project's multi-threaded kernels.
+        register_fast_roi_align()
     if freeze:
         cfg.freeze()
     return cfg

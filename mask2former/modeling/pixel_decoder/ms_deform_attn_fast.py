@@ -1,67 +1,35 @@
 """The compiled CPU path of multi-scale deformable attention (``csrc/ms_deform_attn_cpu.cpp``).
 
-Optional: the C++ source is compiled on first use with ``torch.utils.cpp_extension.load`` (a C++
-compiler and ninja are needed; ``tools/install.sh`` triggers the build so that it is cached before
-the first model runs) and cached by PyTorch under ``$TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``). When it cannot be built, :func:`fast_path_available` is False, the
-log says why once, and :class:`MSDeformAttn` uses the pure-PyTorch path. Set
-``SEGZOO_MSDEFORM_IMPL=pytorch`` to force the pure-PyTorch path (for comparisons).
+Optional: compiled on first use and cached (:class:`segcommon.layers.CompiledExtension`). When it
+cannot be built, :func:`fast_path_available` is False, the log says why once, and
+:class:`MSDeformAttn` uses the pure-PyTorch path. Set ``SEGZOO_MSDEFORM_IMPL=pytorch`` to force the
+pure-PyTorch path (for comparisons).
 
 Same function, same coordinate convention and same argument shapes as
 :func:`ms_deform_attn_core`; forward and backward are equal to it within float rounding.
 """
-import logging
 import os
-import shutil
-import sys
-import threading
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 
+from segcommon.layers.compiled import CompiledExtension
+
 __all__ = ["fast_path_available", "load_extension", "ms_deform_attn_fast"]
 
-logger = logging.getLogger(__name__)
-
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "ms_deform_attn_cpu.cpp")
-_lock = threading.Lock()
-_extension = None
-_failure: Optional[str] = None
+_EXTENSION = CompiledExtension(
+    name="segzoo_ms_deform_attn_cpu",
+    source=os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "ms_deform_attn_cpu.cpp"),
+    what="Multi-scale deformable attention (pure-PyTorch path otherwise)",
+    disable_env="SEGZOO_MSDEFORM_IMPL",
+    disable_value="pytorch",
+)
 
 
 def load_extension(verbose: bool = False):
     """Compiles (or loads the cached build of) the extension; returns it, or None with the reason
     logged once when it cannot be built."""
-    global _extension, _failure
-    if _extension is not None or _failure is not None:  # resolved: no lock on every forward call
-        return _extension
-    with _lock:
-        if _extension is not None or _failure is not None:
-            return _extension
-        if os.environ.get("SEGZOO_MSDEFORM_IMPL", "").lower() == "pytorch":
-            _failure = "disabled by SEGZOO_MSDEFORM_IMPL=pytorch"
-            logger.info(f"Multi-scale deformable attention: pure-PyTorch path ({_failure}).")
-            return None
-        if shutil.which("ninja") is None:
-            # The ninja wheel installs its binary beside the interpreter, which is on PATH only in
-            # an activated environment.
-            os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-        try:
-            from torch.utils.cpp_extension import load
-
-            _extension = load(
-                name="segzoo_ms_deform_attn_cpu",
-                sources=[_SOURCE],
-                extra_cflags=["-O3"],
-                verbose=verbose,
-            )
-        except Exception as e:  # no compiler, no ninja, unsupported platform ...
-            _failure = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-            logger.warning(
-                "Multi-scale deformable attention: the compiled CPU kernel could not be built "
-                f"({_failure}); using the pure-PyTorch path."
-            )
-    return _extension
+    return _EXTENSION.load(verbose)
 
 
 def fast_path_available() -> bool:
@@ -109,7 +77,7 @@ def ms_deform_attn_fast(
         RuntimeError: if the extension is not available (check :func:`fast_path_available` first).
     """
     if load_extension() is None:
-        raise RuntimeError(f"the compiled multi-scale deformable attention is not available ({_failure})")
+        raise RuntimeError(f"the compiled multi-scale deformable attention is not available ({_EXTENSION.failure})")
     shapes = _as_long_tensor(spatial_shapes, "spatial_shapes")
     starts = _as_long_tensor(level_start_index, "level_start_index")
     return _MSDeformAttnFunction.apply(value, shapes, starts, sampling_locations, attention_weights)
