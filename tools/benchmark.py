@@ -2,7 +2,8 @@
 """Speed and memory of a model built from a config (random weights), or of one operator.
 
     python tools/benchmark.py --config-file F [--device cpu|cuda] [--threads N] [--train]
-        [--input-size H W] [--batch-size B] [--runs N] [--warmup N] [--json OUT] [KEY VALUE ...]
+        [--input-size H W] [--batch-size B] [--train-size H W] [--runs N] [--warmup N] [--json OUT]
+        [KEY VALUE ...]
     python tools/benchmark.py --op msdeform [--backward] [--device cpu|cuda] [--threads N]
         [--runs N] [--json OUT]
 
@@ -14,8 +15,10 @@ Model mode measures, on the current device:
   images/s; peak memory (RSS high-water mark on CPU, ``torch.cuda.max_memory_allocated`` on GPU);
 * with ``--train``: one training iteration (forward, backward, optimizer step with the config's
   optimizer) at the config's training crop (``INPUT.IMAGE_SIZE`` for LSJ configs, else
-  ``INPUT.CROP.SIZE`` when cropping, else ``INPUT.MIN_SIZE_TRAIN[-1]``) and ``--batch-size``
-  images with synthetic targets (random boxes, their masks and a semantic map);
+  ``INPUT.CROP.SIZE`` when cropping, else ``INPUT.MIN_SIZE_TRAIN[-1]``; or ``--train-size``) and
+  ``--batch-size`` images with synthetic targets (random boxes, their masks and a semantic map),
+  with the first step's losses and gradient norm (weights and sampling are seeded, so two runs, e.g.
+  with and without ``SEGZOO_ROIALIGN_IMPL=torchvision``, can be compared);
 * parameters, and FLOPs of one inference at the test size (fvcore, one fused multiply-add counts
   as one flop, as the official repositories report them).
 
@@ -45,6 +48,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
+from segcommon.deploy.calibration import calibrate_batch_norms
 from segcommon.engine import ConfigError, setup_cfg
 from segcommon.solver import build_optimizer
 
@@ -171,6 +175,7 @@ def synthetic_batch(
 
 def benchmark_model(args, cfg) -> Dict:
     device = torch.device(cfg.MODEL.DEVICE)
+    torch.manual_seed(0)  # same weights and sampling in every run, so runs can be compared
     model = build_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     h, w = args.input_size or default_test_size(cfg)
@@ -193,22 +198,35 @@ def benchmark_model(args, cfg) -> Dict:
             result["gflops"] = flops.total() / 1e9
 
     if args.train:
-        th, tw = default_train_size(cfg)
+        th, tw = args.train_size or default_train_size(cfg)
+        batch = synthetic_batch(args.batch_size, th, tw, num_classes(cfg))
+        # Random weights under frozen batch norms (R-CNN backbones) blow the activations up to
+        # Inf/NaN, which Detectron2's RPN refuses in training: give the norms the statistics of
+        # their inputs on the first image, as trained statistics would.
+        sample = ((batch[0]["image"].to(device) - model.pixel_mean) / model.pixel_std)[None]
+        d = max(getattr(model.backbone, "size_divisibility", 1), 1)
+        sample = torch.nn.functional.pad(sample, (0, -tw % d, 0, -th % d))
+        calibrate_batch_norms(model, sample, forward=model.backbone)
         model.train()
         optimizer = build_optimizer(cfg, model)
-        batch = synthetic_batch(args.batch_size, th, tw, num_classes(cfg))
+        first: Dict = {}
 
         def step():
             losses = model(batch)
             total = sum(losses.values())
             optimizer.zero_grad()
             total.backward()
+            if not first:  # the first step's losses and gradient norm, to compare implementations
+                first["losses"] = {k: v.item() for k, v in losses.items()}
+                grads = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+                first["grad_norm"] = torch.stack(grads).norm().item()
             optimizer.step()
 
+        torch.manual_seed(1)
         # R-CNN models log training statistics into Detectron2's event storage.
         with EventStorage():
             train = time_runs(step, device, max(1, args.runs // 4), min(args.warmup, 1))
-        train.update(batch_size=args.batch_size, size=[th, tw])
+        train.update(batch_size=args.batch_size, size=[th, tw], first_step=first)
         result["train"] = train
     return result
 
@@ -347,6 +365,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backward", action="store_true", help="op mode: time forward+backward")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=2, help="training batch (default 2)")
+    parser.add_argument("--train-size", type=int, nargs=2, metavar=("H", "W"), help="training input size")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")

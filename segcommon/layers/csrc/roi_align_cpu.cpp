@@ -14,9 +14,11 @@
 //
 // Why it is faster than torchvision's kernels: the bilinear neighbours and weights of every sampling
 // point depend only on the box, so they are computed once per RoI and reused for all C channels
-// (torchvision's backward recomputes them for every channel), and the channels of one RoI are split
-// between threads (torchvision's CPU kernels run on one). Channels own disjoint planes of the input
-// gradient, so the backward pass needs no atomics. Products, divisions and the order in which
+// (torchvision's backward recomputes them for every channel); the work runs channels last, so every
+// neighbour is a contiguous C-vector and the channel loops vectorise; and it is split between threads
+// (torchvision's CPU kernels run on one): the forward pass by output bins, the backward pass by
+// channel ranges, which own disjoint parts of the input gradient, so no atomics are needed. The input
+// gradient comes back with channels-last strides. Products, divisions and the order in which
 // contributions are summed follow torchvision's, so results are bitwise equal to its kernels.
 #include <torch/extension.h>
 
@@ -134,38 +136,42 @@ void check_inputs(const at::Tensor& input, const at::Tensor& rois) {
 at::Tensor roi_align_forward(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                              int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   check_inputs(input_, rois_);
-  const auto input = input_.contiguous();
+  // Channels last: the four neighbours of a point are four contiguous C-vectors, so the inner loop
+  // over channels is a vectorisable multiply-add (free when the input already is channels last).
+  const auto input = input_.permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C)
   const auto rois = rois_.contiguous();
-  const int64_t C = input.size(1), H = input.size(2), W = input.size(3), K = rois.size(0);
+  const int64_t C = input_.size(1), H = input_.size(2), W = input_.size(3), K = rois.size(0);
   const int64_t PH = pooled_height, PW = pooled_width;
-  auto output = at::zeros({K, C, PH, PW}, input.options());
-  if (K == 0 || output.numel() == 0) return output;
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward", [&] {
-    const scalar_t* in = input.data_ptr<scalar_t>();
-    const scalar_t* r = rois.data_ptr<scalar_t>();
-    scalar_t* out = output.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < K; ++k) {
-      const auto g = roi_grid(r + 5 * k, spatial_scale, H, W, PH, PW, sampling_ratio, aligned);
-      const int64_t per_bin = static_cast<int64_t>(g.samples.size()) / (PH * PW);
-      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const scalar_t* plane = in + (g.batch * C + c) * H * W;
-          scalar_t* o = out + (k * C + c) * PH * PW;
-          const Sample<scalar_t>* s = g.samples.data();
-          for (int64_t b = 0; b < PH * PW; ++b) {
-            scalar_t acc = 0;
+  auto output = at::zeros({K, PH, PW, C}, input.options());
+  if (output.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward", [&] {
+      const scalar_t* in = input.data_ptr<scalar_t>();
+      const scalar_t* r = rois.data_ptr<scalar_t>();
+      scalar_t* out = output.data_ptr<scalar_t>();
+      for (int64_t k = 0; k < K; ++k) {
+        const auto g = roi_grid(r + 5 * k, spatial_scale, H, W, PH, PW, sampling_ratio, aligned);
+        const int64_t per_bin = static_cast<int64_t>(g.samples.size()) / (PH * PW);
+        const scalar_t count = static_cast<scalar_t>(g.count);
+        const scalar_t* image = in + g.batch * H * W * C;
+        at::parallel_for(0, PH * PW, 8, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            scalar_t* o = out + (k * PH * PW + b) * C;
+            const Sample<scalar_t>* s = g.samples.data() + b * per_bin;
             for (int64_t j = 0; j < per_bin; ++j, ++s) {
+              const scalar_t *v0 = image + s->idx[0] * C, *v1 = image + s->idx[1] * C;
+              const scalar_t *v2 = image + s->idx[2] * C, *v3 = image + s->idx[3] * C;
+              const scalar_t w0 = s->w[0], w1 = s->w[1], w2 = s->w[2], w3 = s->w[3];
               // Same products and summation order as torchvision: w1*v1 + w2*v2 + w3*v3 + w4*v4.
-              acc += s->w[0] * plane[s->idx[0]] + s->w[1] * plane[s->idx[1]] + s->w[2] * plane[s->idx[2]] +
-                     s->w[3] * plane[s->idx[3]];
+              for (int64_t c = 0; c < C; ++c) o[c] += w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
             }
-            o[b] = acc / static_cast<scalar_t>(g.count);
+            for (int64_t c = 0; c < C; ++c) o[c] /= count;
           }
-        }
-      });
-    }
-  });
-  return output;
+        });
+      }
+    });
+  }
+  // (K, C, PH, PW) contiguous, as torchvision returns it: callers may view() the pooled features.
+  return output.permute({0, 3, 1, 2}).contiguous();
 }
 
 at::Tensor roi_align_backward(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
@@ -173,41 +179,46 @@ at::Tensor roi_align_backward(const at::Tensor& grad_, const at::Tensor& rois_, 
                               int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
   TORCH_CHECK(grad_.device().is_cpu() && rois_.device().is_cpu(), "roi_align_cpu: CPU tensors expected");
   TORCH_CHECK(rois_.dim() == 2 && rois_.size(1) == 5, "roi_align_cpu: rois must be (K, 5), got ", rois_.sizes());
-  const auto grad = grad_.contiguous();
-  const auto rois = rois_.contiguous();
-  const int64_t C = channels, H = height, W = width, K = rois.size(0);
+  const int64_t C = channels, H = height, W = width, K = rois_.size(0);
   const int64_t PH = pooled_height, PW = pooled_width;
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == K && grad.size(1) == C && grad.size(2) == PH && grad.size(3) == PW,
-              "roi_align_cpu: grad must be (K, C, PH, PW), got ", grad.sizes());
-  auto grad_input = at::zeros({batch_size, C, H, W}, grad.options());
-  if (K == 0 || grad.numel() == 0) return grad_input;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward", [&] {
-    const scalar_t* go = grad.data_ptr<scalar_t>();
-    const auto rois_t = rois.to(grad.scalar_type()).contiguous();
-    const scalar_t* r = rois_t.data_ptr<scalar_t>();
-    scalar_t* gi = grad_input.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < K; ++k) {
-      const auto g = roi_grid(r + 5 * k, spatial_scale, H, W, PH, PW, sampling_ratio, aligned);
-      const int64_t per_bin = static_cast<int64_t>(g.samples.size()) / (PH * PW);
-      const scalar_t count = static_cast<scalar_t>(g.count);
-      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          scalar_t* plane = gi + (g.batch * C + c) * H * W;
-          const scalar_t* gb = go + (k * C + c) * PH * PW;
+  TORCH_CHECK(grad_.dim() == 4 && grad_.size(0) == K && grad_.size(1) == C && grad_.size(2) == PH &&
+                  grad_.size(3) == PW,
+              "roi_align_cpu: grad must be (K, C, PH, PW), got ", grad_.sizes());
+  const auto grad = grad_.permute({0, 2, 3, 1}).contiguous();  // (K, PH, PW, C)
+  const auto rois = rois_.to(grad.scalar_type()).contiguous();
+  auto grad_input = at::zeros({batch_size, H, W, C}, grad.options());
+  if (K > 0 && grad.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward", [&] {
+      const scalar_t* go = grad.data_ptr<scalar_t>();
+      const scalar_t* r = rois.data_ptr<scalar_t>();
+      scalar_t* gi = grad_input.data_ptr<scalar_t>();
+      for (int64_t k = 0; k < K; ++k) {
+        const auto g = roi_grid(r + 5 * k, spatial_scale, H, W, PH, PW, sampling_ratio, aligned);
+        const int64_t per_bin = static_cast<int64_t>(g.samples.size()) / (PH * PW);
+        const scalar_t count = static_cast<scalar_t>(g.count);
+        scalar_t* image = gi + g.batch * H * W * C;
+        // Threads own channel ranges, hence disjoint parts of the input gradient.
+        at::parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
           const Sample<scalar_t>* s = g.samples.data();
           for (int64_t b = 0; b < PH * PW; ++b) {
-            const scalar_t v = gb[b];
+            const scalar_t* gb = go + (k * PH * PW + b) * C;
             for (int64_t j = 0; j < per_bin; ++j, ++s) {
               if (!s->valid) continue;
               // torchvision's rounding: (grad * w) / count, corners in this order.
-              for (int i = 0; i < 4; ++i) plane[s->idx[i]] += v * s->w[i] / count;
+              for (int i = 0; i < 4; ++i) {
+                scalar_t* dst = image + s->idx[i] * C;
+                const scalar_t w = s->w[i];
+                for (int64_t c = c0; c < c1; ++c) dst[c] += gb[c] * w / count;
+              }
             }
           }
-        }
-      });
-    }
-  });
-  return grad_input;
+        });
+      }
+    });
+  }
+  // (N, C, H, W) with channels-last strides: autograd accumulates it into the feature map's gradient
+  // whatever the layout, so the transposing copy is left out.
+  return grad_input.permute({0, 3, 1, 2});
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -87,6 +87,7 @@ def test_no_rois_and_non_contiguous_input(torchvision_kernels):
     assert torch.equal(roi_align(x_nc, rois, (7, 6), 0.25, 0, True), ref)
     empty = roi_align(x, rois[:0], (7, 6), 0.25, 0, True)
     assert empty.shape == (0, 5, 7, 6)
+    assert roi_align(x, rois, (7, 6), 0.25, 0, True).is_contiguous()  # as torchvision returns it
 
 
 def test_detectron2_roialign_uses_it_and_unregister_restores(torchvision_kernels):
