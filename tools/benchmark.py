@@ -4,7 +4,7 @@
     python tools/benchmark.py --config-file F [--device cpu|cuda] [--threads N] [--train]
         [--input-size H W] [--batch-size B] [--train-size H W] [--runs N] [--warmup N] [--json OUT]
         [KEY VALUE ...]
-    python tools/benchmark.py --op msdeform [--backward] [--device cpu|cuda] [--threads N]
+    python tools/benchmark.py --op msdeform|roialign [--backward] [--device cpu|cuda] [--threads N]
         [--runs N] [--json OUT]
 
 Model mode measures, on the current device:
@@ -25,7 +25,9 @@ Model mode measures, on the current device:
 Operator mode times multi-scale deformable attention at Mask2Former R50's shapes for a 1024 x 1024
 input (levels 1/8, 1/16, 1/32; 8 heads, 4 points, 256 channels; its transformer decoder uses
 masked, not deformable, attention): the pure-PyTorch path (``reference_ms``) against the project's fast path
-(``fast_ms``, ``null`` while no fast path is installed), with ``speedup`` and ``max_abs_diff``.
+(``fast_ms``, ``null`` while no fast path is installed), with ``speedup`` and ``max_abs_diff``;
+or RoIAlign at Mask Transfiner R50-FPN's training shapes (CPU only): torchvision's kernels against
+the project's (``segcommon/layers/roi_align_fast.py``), in the same JSON fields.
 
 A table is printed and, with ``--json``, written with torch version, thread count and device.
 Nothing here is a test: the figures depend on the machine.
@@ -330,12 +332,83 @@ def benchmark_msdeform(args, device: torch.device) -> Dict:
     return {"op": "msdeform", "backward": args.backward, "fast_path": fast is not None, "cases": cases}
 
 
-def msdeform_table(result: Dict) -> str:
-    lines = [f"multi-scale deformable attention ({'forward+backward' if result['backward'] else 'forward'})"]
+# RoIAlign at Mask Transfiner R50-FPN's training shapes: batch 2 at 800x1067, 256 channels, all boxes
+# read from p2 (1/4), as small boxes do and as Transfiner's 28/56/112 RoIs always do:
+# (name, output size, RoIs).
+ROIALIGN_CASES = [
+    ("box head 7x7", 7, 1024),
+    ("mask head 14x14", 14, 256),
+    ("Transfiner 28x28", 28, 30),
+    ("Transfiner 56x56", 56, 30),
+    ("Transfiner 112x112", 112, 30),
+]
+
+
+def _roialign_inputs(rois: int, image=(800, 1067), batch=2, channels=256, stride=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = image
+    features = torch.randn(batch, channels, h // stride, w // stride, generator=g)
+    size = 32 + torch.rand(rois, 2, generator=g) * 288  # box sides 32-320 px
+    x0 = torch.rand(rois, generator=g) * (w - size[:, 0])
+    y0 = torch.rand(rois, generator=g) * (h - size[:, 1])
+    index = torch.randint(0, batch, (rois,), generator=g).float()
+    boxes = torch.stack([index, x0, y0, x0 + size[:, 0], y0 + size[:, 1]], dim=1)
+    return features, boxes
+
+
+def benchmark_roialign(args, device: torch.device) -> Dict:
+    """torchvision's CPU kernels (``reference_ms``) against the project's (``fast_ms``), aligned,
+    adaptive sampling ratio, as Detectron2's ROIAlignV2 poolers call them."""
+    from torchvision.ops import roi_align
+
+    from segcommon.layers.roi_align_fast import (
+        fast_roi_align_registered,
+        register_fast_roi_align,
+        unregister_fast_roi_align,
+    )
+
+    if device.type != "cpu":
+        raise SystemExit("error: --op roialign times the CPU kernels only")
+    was_registered = fast_roi_align_registered()
+    cases = []
+    for name, size, rois in ROIALIGN_CASES:
+        features, boxes = _roialign_inputs(rois)
+        grad = torch.randn(rois, features.shape[1], size, size, generator=torch.Generator().manual_seed(1))
+
+        def call():
+            x = features.detach().requires_grad_(args.backward)
+            with torch.set_grad_enabled(args.backward):
+                out = roi_align(x, boxes, (size, size), 0.25, 0, True)
+                if args.backward:
+                    out.backward(grad)
+            return out, x.grad
+
+        unregister_fast_roi_align()
+        ref = time_runs(call, device, args.runs, args.warmup)
+        ref_out, ref_grad = call()
+        case = {"case": f"{name}, {rois} RoIs", "reference_ms": ref["median_ms"], "fast_ms": None,
+                "speedup": None, "max_abs_diff": None}
+        if register_fast_roi_align():
+            f = time_runs(call, device, args.runs, args.warmup)
+            out, grad_in = call()
+            diff = (out - ref_out).abs().max().item()
+            if args.backward:
+                diff = max(diff, (grad_in - ref_grad).abs().max().item())
+            case.update(fast_ms=f["median_ms"], speedup=ref["median_ms"] / f["median_ms"], max_abs_diff=diff)
+        cases.append(case)
+    if not was_registered:
+        unregister_fast_roi_align()
+    return {"op": "roialign", "backward": args.backward, "fast_path": cases[0]["fast_ms"] is not None,
+            "cases": cases}
+
+
+def op_table(result: Dict) -> str:
+    what = {"msdeform": "multi-scale deformable attention", "roialign": "RoIAlign"}[result["op"]]
+    lines = [f"{what} ({'forward+backward' if result['backward'] else 'forward'})"]
     for c in result["cases"]:
         fast = "no fast path installed" if c["fast_ms"] is None else (
             f"fast {c['fast_ms']:.1f} ms, speedup {c['speedup']:.2f}x, max |diff| {c['max_abs_diff']:.2e}")
-        lines.append(f"  {c['case']:<24} reference {c['reference_ms']:.1f} ms; {fast}")
+        lines.append(f"  {c['case']:<30} reference {c['reference_ms']:.1f} ms; {fast}")
     return "\n".join(lines)
 
 
@@ -358,7 +431,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--config-file", metavar="FILE")
-    what.add_argument("--op", choices=["msdeform"])
+    what.add_argument("--op", choices=["msdeform", "roialign"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--train", action="store_true", help="also time one training iteration")
@@ -381,8 +454,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
 
     if args.op:
-        result = benchmark_msdeform(args, device)
-        table = msdeform_table(result)
+        result = (benchmark_msdeform if args.op == "msdeform" else benchmark_roialign)(args, device)
+        table = op_table(result)
     else:
         try:
             cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", args.device] + args.opts, check_datasets=False)
