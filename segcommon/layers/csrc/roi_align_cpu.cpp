@@ -142,7 +142,7 @@ at::Tensor roi_align_forward(const at::Tensor& input_, const at::Tensor& rois_, 
   const auto rois = rois_.contiguous();
   const int64_t C = input_.size(1), H = input_.size(2), W = input_.size(3), K = rois.size(0);
   const int64_t PH = pooled_height, PW = pooled_width;
-  auto output = at::zeros({K, PH, PW, C}, input.options());
+  auto output = at::empty({K, C, PH, PW}, input.options());
   if (output.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward", [&] {
       const scalar_t* in = input.data_ptr<scalar_t>();
@@ -153,25 +153,29 @@ at::Tensor roi_align_forward(const at::Tensor& input_, const at::Tensor& rois_, 
         const int64_t per_bin = static_cast<int64_t>(g.samples.size()) / (PH * PW);
         const scalar_t count = static_cast<scalar_t>(g.count);
         const scalar_t* image = in + g.batch * H * W * C;
+        scalar_t* out_k = out + k * C * PH * PW;
         at::parallel_for(0, PH * PW, 8, [&](int64_t b0, int64_t b1) {
+          std::vector<scalar_t> acc(C);
           for (int64_t b = b0; b < b1; ++b) {
-            scalar_t* o = out + (k * PH * PW + b) * C;
+            std::fill(acc.begin(), acc.end(), scalar_t(0));
+            scalar_t* a = acc.data();
             const Sample<scalar_t>* s = g.samples.data() + b * per_bin;
             for (int64_t j = 0; j < per_bin; ++j, ++s) {
               const scalar_t *v0 = image + s->idx[0] * C, *v1 = image + s->idx[1] * C;
               const scalar_t *v2 = image + s->idx[2] * C, *v3 = image + s->idx[3] * C;
               const scalar_t w0 = s->w[0], w1 = s->w[1], w2 = s->w[2], w3 = s->w[3];
               // Same products and summation order as torchvision: w1*v1 + w2*v2 + w3*v3 + w4*v4.
-              for (int64_t c = 0; c < C; ++c) o[c] += w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+              for (int64_t c = 0; c < C; ++c) a[c] += w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
             }
-            for (int64_t c = 0; c < C; ++c) o[c] /= count;
+            // Written straight into the (K, C, PH, PW) output: consecutive bins fill the same C
+            // cache lines, so no separate transposing pass is needed.
+            for (int64_t c = 0; c < C; ++c) out_k[c * PH * PW + b] = a[c] / count;
           }
         });
       }
     });
   }
-  // (K, C, PH, PW) contiguous, as torchvision returns it: callers may view() the pooled features.
-  return output.permute({0, 3, 1, 2}).contiguous();
+  return output;  // (K, C, PH, PW) contiguous, as torchvision returns it: callers may view() it
 }
 
 at::Tensor roi_align_backward(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
