@@ -28,3 +28,4 @@ bench: install
 		$(PYTHON) tools/benchmark.py --config-file $$c $(BENCH_ARGS) --json $(BENCH_DIR)/$$(basename $$c .yaml).json || exit 1; \
 	done
 	$(PYTHON) tools/benchmark.py --op msdeform --threads 2 --json $(BENCH_DIR)/msdeform.json
+	$(PYTHON) tools/benchmark.py --op roialign --threads 2 --runs 5 --warmup 1 --json $(BENCH_DIR)/roialign.json
