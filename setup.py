@@ -27,5 +27,6 @@ setup(
     extras_require={
         "dev": ["pytest"],
         "deploy": ["onnx", "onnxscript", "onnxruntime"],  # tools/deploy: the ONNX exporter and runtime
+        "compare": ["transformers"],  # tools/compare_transformers.py: the peer Mask2Former it times
     },
 )
