@@ -46,7 +46,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
@@ -205,9 +205,8 @@ def benchmark_model(args, cfg) -> Dict:
         # Random weights under frozen batch norms (R-CNN backbones) blow the activations up to
         # Inf/NaN, which Detectron2's RPN refuses in training: give the norms the statistics of
         # their inputs on the first image, as trained statistics would.
-        sample = ((batch[0]["image"].to(device) - model.pixel_mean) / model.pixel_std)[None]
-        d = max(getattr(model.backbone, "size_divisibility", 1), 1)
-        sample = torch.nn.functional.pad(sample, (0, -tw % d, 0, -th % d))
+        normalized = (batch[0]["image"].to(device) - model.pixel_mean) / model.pixel_std
+        sample = ImageList.from_tensors([normalized], model.backbone.size_divisibility).tensor
         calibrate_batch_norms(model, sample, forward=model.backbone)
         model.train()
         optimizer = build_optimizer(cfg, model)

@@ -90,8 +90,10 @@ def test_no_rois_and_non_contiguous_input(torchvision_kernels):
     assert roi_align(x, rois, (7, 6), 0.25, 0, True).is_contiguous()  # as torchvision returns it
 
 
-def test_detectron2_roialign_uses_it_and_unregister_restores(torchvision_kernels):
-    x, rois, grad = make_inputs(torch.float32)
+def test_detectron2_roialign_uses_it_and_unregister_restores(torchvision_kernels, monkeypatch):
+    import segcommon.layers.roi_align_fast as fast
+
+    x, rois, _ = make_inputs(torch.float32)
     layer = ROIAlign((7, 6), 0.25, 0, aligned=True)
     ref = layer(x, rois)
     calls = []
@@ -105,23 +107,13 @@ def test_detectron2_roialign_uses_it_and_unregister_restores(torchvision_kernels
         def backward(self, *args):
             return ext.backward(*args)
 
-    import segcommon.layers.roi_align_fast as fast
-
     assert register_fast_roi_align()
-    original = fast._EXTENSION._module
-    fast._EXTENSION._module = Spy()
-    try:
-        assert torch.equal(layer(x, rois), ref)
-    finally:
-        fast._EXTENSION._module = original
+    monkeypatch.setattr(fast._EXTENSION, "_module", Spy())
+    assert torch.equal(layer(x, rois), ref)
     assert calls == [(7, 6)]
     unregister_fast_roi_align()
     assert not fast_roi_align_registered()
-    fast._EXTENSION._module = Spy()
-    try:
-        assert torch.equal(layer(x, rois), ref)
-    finally:
-        fast._EXTENSION._module = original
+    assert torch.equal(layer(x, rois), ref)
     assert calls == [(7, 6)]  # torchvision's kernel ran
 
 
