@@ -35,12 +35,16 @@ class ExportAdapter(nn.Module):
     """Base class: ``forward(image) -> tuple of tensors``, named by :attr:`output_names`.
 
     Attributes:
+        input_names: names of ``forward``'s inputs, in order (the ONNX input names): ``("image",)``,
+            or ``("image", "image_size")`` for models that also need the size of the image inside the
+            padded input (a (2,) int64 tensor ``(h, w)``; the R-CNN detectors clip boxes to it).
         output_names: names of ``forward``'s outputs, in order (the ONNX output names).
         size_divisibility: the exported network takes images whose height and width are multiples of
             this (the caller pads, see :class:`segcommon.deploy.preprocess.Preprocessor`); 1 when
             any size is accepted.
     """
 
+    input_names: Tuple[str, ...] = ("image",)
     output_names: Tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module):
@@ -59,6 +63,18 @@ class ExportAdapter(nn.Module):
     @property
     def pixel_std(self) -> torch.Tensor:
         return self.model.pixel_std
+
+    def network_inputs(self, image: ArrayLike, image_size: Tuple[int, int]) -> Tuple[ArrayLike, ...]:
+        """``forward``'s arguments for a (1, 3, H, W) network input whose resized image is
+        ``image_size`` (h, w): NumPy arrays for NumPy ``image``, tensors (on its device) otherwise."""
+        if self.input_names == ("image",):
+            return (image,)
+        if self.input_names != ("image", "image_size"):
+            raise NotImplementedError(f"{type(self).__name__}: unknown inputs {self.input_names}")
+        size = [int(image_size[0]), int(image_size[1])]
+        if isinstance(image, np.ndarray):
+            return image, np.asarray(size, dtype=np.int64)
+        return image, torch.tensor(size, dtype=torch.int64, device=image.device)
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """

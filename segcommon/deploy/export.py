@@ -119,7 +119,9 @@ def _dynamic_shapes(adapter: ExportAdapter, sample: torch.Tensor) -> Dict:
         # resizing shortcuts would have to branch on.
         h = torch.export.Dim("height", min=_MIN_SIDE, max=_MAX_SIDE)
         w = torch.export.Dim("width", min=_MIN_SIDE, max=_MAX_SIDE)
-    return {"image": {2: h, 3: w}}
+    shapes = {"image": {2: h, 3: w}}
+    shapes.update({name: None for name in adapter.input_names[1:]})
+    return shapes
 
 
 def _tracing_failure(stage: str, tracker: _ModuleTracker, e: Exception) -> ExportError:
@@ -141,7 +143,8 @@ def export_program(adapter: ExportAdapter, sample: torch.Tensor, dynamic: bool =
     shapes = _dynamic_shapes(adapter, sample) if dynamic else None
     with torch.no_grad(), _tracked(adapter) as tracker:
         try:
-            return torch.export.export(adapter, (sample,), dynamic_shapes=shapes, strict=False)
+            inputs = adapter.network_inputs(sample, tuple(sample.shape[-2:]))
+            return torch.export.export(adapter, inputs, dynamic_shapes=shapes, strict=False)
         except Exception as e:
             raise _tracing_failure("torch.export", tracker, e) from e
 
@@ -169,9 +172,9 @@ def export_onnx(adapter: ExportAdapter, sample: torch.Tensor, path: str, dynamic
     try:
         onnx_program = torch.onnx.export(
             program,
-            (sample,),
+            adapter.network_inputs(sample, tuple(sample.shape[-2:])),
             dynamo=True,
-            input_names=["image"],
+            input_names=list(adapter.input_names),
             output_names=list(adapter.output_names),
             opset_version=ONNX_OPSET,
             verbose=False,
@@ -206,7 +209,7 @@ def export_adapter(
     path = os.path.join(output_dir, "model.ts")
     with torch.no_grad(), _tracked(adapter) as tracker:
         try:
-            traced = torch.jit.trace(adapter, (sample,), check_trace=False)
+            traced = torch.jit.trace(adapter, adapter.network_inputs(sample, tuple(sample.shape[-2:])), check_trace=False)
         except Exception as e:
             raise _tracing_failure("TorchScript tracing", tracker, e) from e
     logger.warning(

@@ -1,6 +1,6 @@
 """Running an exported ONNX model with onnxruntime (CPU), from a BGR image to the model's results."""
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -11,10 +11,12 @@ from .preprocess import Preprocessor
 __all__ = ["OnnxPredictor", "run_adapter"]
 
 
-def run_adapter(adapter: ExportAdapter, image: np.ndarray) -> List[np.ndarray]:
-    """The PyTorch counterpart of :meth:`OnnxPredictor.run_network`: ``adapter`` on a (1, 3, H, W) input."""
+def run_adapter(adapter: ExportAdapter, image: np.ndarray, image_size: Tuple[int, int]) -> List[np.ndarray]:
+    """The PyTorch counterpart of :meth:`OnnxPredictor.run_network`: ``adapter`` on a (1, 3, H, W)
+    input whose resized image is ``image_size`` (h, w)."""
+    inputs = adapter.network_inputs(torch.from_numpy(image).to(adapter.pixel_mean.device), image_size)
     with torch.no_grad():
-        outputs = adapter(torch.from_numpy(image).to(adapter.pixel_mean.device))
+        outputs = adapter(*inputs)
     return [o.cpu().numpy() for o in outputs]
 
 
@@ -42,15 +44,22 @@ class OnnxPredictor:
                 f"{onnx_path} has outputs {names}, but this config's model expects {tuple(adapter.output_names)}:"
                 " was it exported from another config?"
             )
-        self.input_name = self.session.get_inputs()[0].name
+        inputs = tuple(i.name for i in self.session.get_inputs())
+        if inputs != tuple(adapter.input_names):
+            raise ValueError(
+                f"{onnx_path} has inputs {inputs}, but this config's model expects {tuple(adapter.input_names)}:"
+                " was it exported from another config?"
+            )
         self.adapter = adapter
         self.preprocess = Preprocessor.from_config(cfg, adapter.size_divisibility)
 
-    def run_network(self, image: np.ndarray) -> List[np.ndarray]:
-        """(1, 3, H, W) float32 network input -> the raw outputs, in ``adapter.output_names`` order."""
-        return self.session.run(None, {self.input_name: image})
+    def run_network(self, image: np.ndarray, image_size: Tuple[int, int]) -> List[np.ndarray]:
+        """(1, 3, H, W) float32 network input, with the (h, w) of the resized image inside it -> the raw
+        outputs, in ``adapter.output_names`` order."""
+        inputs = self.adapter.network_inputs(image, image_size)
+        return self.session.run(None, dict(zip(self.adapter.input_names, inputs)))
 
     def __call__(self, image_bgr: np.ndarray) -> Dict:
         x, image_size = self.preprocess(image_bgr)
-        outputs = self.run_network(x)
+        outputs = self.run_network(x, image_size)
         return self.adapter.postprocess(outputs, tuple(x.shape[-2:]), image_size, tuple(image_bgr.shape[:2]))

@@ -95,13 +95,13 @@ def main(argv=None) -> int:
         x, image_size = predictor.preprocess(image)
         sizes = (tuple(x.shape[-2:]), image_size, tuple(image.shape[:2]))  # postprocess's size arguments
         start = time.perf_counter()
-        outputs = predictor.run_network(x)
+        outputs = predictor.run_network(x, image_size)
         result = adapter.postprocess(outputs, *sizes)
         times["onnxruntime"].append(time.perf_counter() - start)
         line = f"{path}: {image.shape[1]}x{image.shape[0]} (network input {x.shape[3]}x{x.shape[2]}) onnxruntime {times['onnxruntime'][-1]:.3f} s"
         if args.compare:
             start = time.perf_counter()
-            reference = run_adapter(adapter, x)
+            reference = run_adapter(adapter, x, image_size)
             ref_result = adapter.postprocess(reference, *sizes)
             times["pytorch"].append(time.perf_counter() - start)
             diffs = max_abs_differences(outputs, reference)
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             )
             if args.perturb:
                 noise = np.random.RandomState(0).standard_normal(x.shape).astype(np.float32)
-                sensitivity = max_abs_differences(run_adapter(adapter, x * (1 + args.perturb * noise)), reference)
+                sensitivity = max_abs_differences(run_adapter(adapter, x * (1 + args.perturb * noise), image_size), reference)
                 line += f"; PyTorch moved by input noise {args.perturb:g}: " + ", ".join(
                     f"{n} {d:.2e}" for n, d in zip(adapter.output_names, sensitivity)
                 )

@@ -67,16 +67,6 @@ def test_failure_names_operator_or_source_and_model_part(block, expected, tmp_pa
         assert text in str(e.value)
 
 
-@pytest.mark.slow
-def test_transfiner_export_failure_names_the_rpn(tmp_path):
-    cfg = setup_cfg("configs/transfiner/toy/transfiner_R18_FPN_toy.yaml", [], check_datasets=False)
-    adapter = build_export_adapter(build_model(cfg))
-    with pytest.raises(ExportError) as e:
-        export_adapter(adapter, torch.zeros(1, 3, 128, 128), "onnx", str(tmp_path))
-    assert "proposal_generator (RPN)" in str(e.value)
-    assert "find_top_rpn_proposals" in str(e.value)
-
-
 def test_unknown_meta_architecture_is_refused():
     with pytest.raises(KeyError, match="no export adapter for meta-architecture 'Linear'"):
         build_export_adapter(nn.Linear(2, 2))
