@@ -1,5 +1,7 @@
-"""tools/deploy/export_model.py and run_onnx.py end to end on the toy CFT config (the fastest export)."""
+"""tools/deploy/export_model.py and run_onnx.py end to end on the toy CFT config (the fastest export),
+and on the toy Mask R-CNN (the fastest R-CNN export, whose graph also takes the image size)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ pytest.importorskip("onnxruntime", reason="needs the deploy extra: pip install -
 pytest.importorskip("onnxscript", reason="needs the deploy extra: pip install -e '.[deploy]'")
 
 CONFIG = "configs/cft/toy/cft_R18_toy.yaml"
+RCNN_CONFIG = "configs/baselines/mask_rcnn_R18_FPN_toy.yaml"
 
 
 def _run(script, *args):
@@ -54,6 +57,24 @@ def test_run_onnx_refuses_compare_without_weights_and_missing_model(tmp_path):
     assert r.returncode == 2 and "--compare needs MODEL.WEIGHTS" in r.stderr
     r = _run("run_onnx.py", "--config-file", CONFIG, "--model", tmp_path / "none.onnx", "--input", tmp_path)
     assert r.returncode == 2 and "ONNX model not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_export_then_run_a_detector(tmp_path):
+    out = tmp_path / "export"
+    r = _run("export_model.py", "--config-file", RCNN_CONFIG, "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (100, 140, 3)).astype(np.uint8)).save(image)
+    r = _run("run_onnx.py", "--config-file", RCNN_CONFIG, "--model", out / "model.onnx", "--input", image,
+             "--output", tmp_path / "vis.png", "--compare", "--opts", "MODEL.WEIGHTS", out / "model_init.pth")
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = r.stdout + r.stderr
+    diffs = {m[0]: float(m[1]) for m in re.findall(r"(boxes|scores|classes|masks) ([0-9.e+-]+) \(max", log)}
+    assert sorted(diffs) == ["boxes", "classes", "masks", "scores"] and max(diffs.values()) <= 1e-3, log[-2000:]
+    agreement = float(re.search(r"final masks agree on ([0-9.]+)% of pixels", log).group(1))
+    assert agreement >= 99.5
+    assert Image.open(tmp_path / "vis.png").size == (140, 100)
 
 
 def test_export_model_reports_a_bad_config(tmp_path):

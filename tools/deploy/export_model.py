@@ -73,12 +73,13 @@ def main(argv=None) -> int:
     else:
         side = max(cfg.INPUT.MIN_SIZE_TEST, 64)
         image = np.random.RandomState(0).randint(0, 256, (side, side, 3)).astype(np.uint8)
-    sample, _ = preprocess(image)
+    sample, image_size = preprocess(image)
     if not cfg.MODEL.WEIGHTS:
         # Batch-norm statistics from the sample keep random activations at unit scale (see
         # segcommon/deploy/calibration.py); the weights are saved so that run_onnx.py --compare can
         # run the same model in PyTorch.
-        calibrated = calibrate_batch_norms(adapter, torch.from_numpy(sample))
+        inputs = adapter.network_inputs(torch.from_numpy(sample), image_size)
+        calibrated = calibrate_batch_norms(adapter, inputs[0], forward=lambda _: adapter(*inputs))
         os.makedirs(args.output, exist_ok=True)
         DetectionCheckpointer(model, save_dir=args.output).save("model_init")
         logger.warning(
