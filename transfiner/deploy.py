@@ -14,13 +14,15 @@ result is dropped). Post-processing is Detectron2's ``detector_postprocess``.
 """
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
-from segcommon.deploy import ExportAdapter, ImageSizes, register_export_adapter
+from segcommon.deploy import ExportAdapter, ImageSizes, match_detections, register_export_adapter
 from segcommon.deploy.rcnn import (
     detect_boxes,
     mask_rcnn_probs,
@@ -55,6 +57,10 @@ class GeneralizedRCNNExportAdapter(ExportAdapter):
             raise NotImplementedError("exporting keypoint heads is not supported")
         if model.proposal_generator is None:
             raise NotImplementedError("exporting a GeneralizedRCNN with precomputed proposals is not supported")
+        if not isinstance(roi_heads, StandardROIHeads) or not isinstance(roi_heads.box_predictor, FastRCNNOutputLayers):
+            raise NotImplementedError(
+                f"export supports one-stage box heads (StandardROIHeads, TransfinerROIHeads), not {type(roi_heads).__name__}"
+            )
 
     @property
     def size_divisibility(self) -> int:
@@ -78,6 +84,16 @@ class GeneralizedRCNNExportAdapter(ExportAdapter):
             logits = roi_heads.mask_head.layers(with_spare_row(x))[: boxes.shape[0]]
             masks = mask_rcnn_probs(logits, classes)
         return boxes, scores, classes, masks
+
+    def align_outputs(self, outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Detections paired one to one with ``reference``'s (same class, nearest box): near-equal
+        scores may list them in another order. Left as they are when the counts differ."""
+        boxes, _, classes, _ = outputs
+        ref_boxes, _, ref_classes, _ = reference
+        if len(boxes) != len(ref_boxes):
+            return list(outputs)
+        order, _ = match_detections(boxes, classes, ref_boxes, ref_classes)
+        return [o[order] for o in outputs]
 
     def _postprocess(self, outputs: List[Tensor], sizes: ImageSizes) -> Dict:
         boxes, scores, classes, masks = outputs

@@ -84,6 +84,11 @@ class ExportAdapter(nn.Module):
         """
         raise NotImplementedError
 
+    def align_outputs(self, outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """``outputs`` (of another runtime) put in ``reference``'s order, for an element-wise comparison.
+        Unchanged here; detectors reorder their detections (whose order ties may change)."""
+        return list(outputs)
+
     def postprocess(
         self,
         outputs: Sequence[ArrayLike],
@@ -104,7 +109,9 @@ class ExportAdapter(nn.Module):
         if len(outputs) != len(self.output_names):
             raise ValueError(f"expected {len(self.output_names)} outputs {self.output_names}, got {len(outputs)}")
         device = self.pixel_mean.device
-        tensors = [torch.as_tensor(o).to(device) for o in outputs]
+        # Copies: post-processing may work in place (detector_postprocess scales boxes in place), and
+        # the caller's arrays must stay as the network returned them.
+        tensors = [torch.as_tensor(o).to(device, copy=True) for o in outputs]
         sizes = ImageSizes(tuple(input_size), tuple(image_size), tuple(output_size))
         with torch.no_grad():
             return self._postprocess(tensors, sizes)

@@ -2,10 +2,11 @@
 pixels on which their final masks agree."""
 from typing import Dict, Tuple
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["final_masks", "mask_agreement"]
+__all__ = ["final_masks", "mask_agreement", "match_detections"]
 
 
 def final_masks(result: Dict) -> torch.Tensor:
@@ -53,3 +54,22 @@ def _matched(ma: torch.Tensor, mb: torch.Tensor) -> Tuple[torch.Tensor, torch.Te
     iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))  # two empty masks agree
     rows, cols = linear_sum_assignment(-iou.numpy())
     return ma[torch.as_tensor(rows)], mb[torch.as_tensor(cols)]
+
+
+def match_detections(
+    boxes_a: np.ndarray, classes_a: np.ndarray, boxes_b: np.ndarray, classes_b: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """One-to-one pairing of two runs' detections, to compare their raw outputs when near-equal scores
+    put them in different orders: same class first, then the smallest L1 distance between boxes.
+
+    Args:
+        boxes_a, boxes_b: (Na, 4), (Nb, 4); classes_a, classes_b: (Na,), (Nb,).
+
+    Returns:
+        index arrays ``(ia, ib)`` of length min(Na, Nb), ``ib`` in increasing order.
+    """
+    cost = np.abs(boxes_a[:, None, :] - boxes_b[None, :, :]).sum(-1)
+    cost = cost + (classes_a[:, None] != classes_b[None, :]) * (cost.max(initial=0.0) + 1.0) * 4
+    rows, cols = linear_sum_assignment(cost)
+    order = np.argsort(cols)
+    return rows[order], cols[order]

@@ -1,6 +1,7 @@
 """The export path of Transfiner's refinement (fixed slots, both write-back paths computed and one
 picked by the batch-wide condition) equals the mask head's own ``refine``; the adapter refuses
 models it cannot export."""
+import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -60,3 +61,26 @@ def test_adapter_refuses_models_without_mask_head():
     cfg = setup_cfg(TOY, ["MODEL.MASK_ON", "False"], check_datasets=False)
     with pytest.raises(NotImplementedError, match="mask head"):
         GeneralizedRCNNExportAdapter(build_model(cfg))
+
+
+def test_adapter_refuses_cascade_box_heads():
+    cfg = setup_cfg(TOY, ["MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True"],
+                    check_datasets=False)
+    with pytest.raises(NotImplementedError, match="not CascadeROIHeads"):
+        GeneralizedRCNNExportAdapter(build_model(cfg))
+
+
+def test_postprocess_leaves_the_network_outputs_unchanged():
+    adapter = GeneralizedRCNNExportAdapter(build_model(setup_cfg(TOY, [], check_datasets=False)))
+    outputs = [
+        np.array([[10.0, 20.0, 60.0, 90.0]], dtype=np.float32),
+        np.array([0.9], dtype=np.float32),
+        np.array([1]),
+        np.full((1, 1, 112, 112), 0.8, dtype=np.float32),
+    ]
+    before = [o.copy() for o in outputs]
+    result = adapter.postprocess(outputs, (128, 128), (100, 128), (200, 256))["instances"]
+    assert torch.allclose(result.pred_boxes.tensor, torch.tensor([[20.0, 40.0, 120.0, 180.0]]))
+    assert result.pred_masks.shape == (1, 200, 256) and int(result.pred_masks.sum()) > 0
+    for a, b in zip(outputs, before):
+        assert np.array_equal(a, b)

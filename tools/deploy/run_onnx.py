@@ -41,8 +41,10 @@ logger = logging.getLogger("run_onnx")
 
 
 def max_abs_differences(a: List[np.ndarray], b: List[np.ndarray]) -> List[float]:
-    """Per output, the largest |a - b| (0 for empty outputs)."""
-    return [float(np.abs(x - y).max()) if x.size else 0.0 for x, y in zip(a, b)]
+    """Per output, the largest |a - b| (0 for empty outputs, inf when the shapes differ)."""
+    return [
+        float("inf") if x.shape != y.shape else float(np.abs(x - y).max()) if x.size else 0.0 for x, y in zip(a, b)
+    ]
 
 
 def main(argv=None) -> int:
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
             reference = run_adapter(adapter, x, image_size)
             ref_result = adapter.postprocess(reference, *sizes)
             times["pytorch"].append(time.perf_counter() - start)
-            diffs = max_abs_differences(outputs, reference)
+            diffs = max_abs_differences(adapter.align_outputs(outputs, reference), reference)
             scales = [float(np.abs(r).max()) if r.size else 0.0 for r in reference]
             agreement = mask_agreement(result, ref_result)
             worst_diff, worst_agreement = max([worst_diff] + diffs), min(worst_agreement, agreement)
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
             )
             if args.perturb:
                 noise = np.random.RandomState(0).standard_normal(x.shape).astype(np.float32)
-                sensitivity = max_abs_differences(run_adapter(adapter, x * (1 + args.perturb * noise), image_size), reference)
+                perturbed = run_adapter(adapter, x * (1 + args.perturb * noise), image_size)
+                sensitivity = max_abs_differences(adapter.align_outputs(perturbed, reference), reference)
                 line += f"; PyTorch moved by input noise {args.perturb:g}: " + ", ".join(
                     f"{n} {d:.2e}" for n, d in zip(adapter.output_names, sensitivity)
                 )

@@ -1,9 +1,11 @@
-"""mask_agreement: pixel agreement of final masks; instance sets are matched one to one first."""
+"""mask_agreement: pixel agreement of final masks; instance sets are matched one to one first.
+match_detections: detections of two runs paired by class and nearest box."""
+import numpy as np
 import pytest
 import torch
 from detectron2.structures import Instances
 
-from segcommon.deploy import mask_agreement
+from segcommon.deploy import mask_agreement, match_detections
 
 
 def _instances(masks):
@@ -41,3 +43,24 @@ def test_semantic_and_panoptic_maps():
     assert mask_agreement({"panoptic_seg": (ids, [])}, {"panoptic_seg": (ids.clone(), [])}) == 1.0
     with pytest.raises(ValueError, match="different sizes"):
         mask_agreement({"sem_seg": logits}, {"sem_seg": logits[:, :3]})
+
+
+def test_match_detections_undoes_a_reordering():
+    rng = np.random.RandomState(0)
+    boxes = rng.uniform(0, 100, (6, 4)).astype(np.float32)
+    boxes[3] = boxes[1] + 0.5  # a near-duplicate of another class must not be taken for box 1
+    classes = np.array([0, 1, 2, 2, 0, 1])
+    perm = np.array([4, 2, 0, 5, 1, 3])
+    other_boxes, other_classes = boxes[perm] + 1e-4, classes[perm]
+    ia, ib = match_detections(other_boxes, other_classes, boxes, classes)
+    assert ib.tolist() == list(range(6))
+    assert np.array_equal(other_classes[ia], classes)
+    assert np.abs(other_boxes[ia] - boxes).max() < 1e-3
+
+
+def test_match_detections_with_different_counts_and_none():
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=np.float32)
+    ia, ib = match_detections(boxes[1:], np.array([1]), boxes, np.array([0, 1]))
+    assert ia.tolist() == [0] and ib.tolist() == [1]
+    ia, ib = match_detections(np.zeros((0, 4)), np.zeros(0), boxes, np.array([0, 1]))
+    assert len(ia) == len(ib) == 0
