@@ -76,6 +76,17 @@ class ExportAdapter(nn.Module):
             return image, np.asarray(size, dtype=np.int64)
         return image, torch.tensor(size, dtype=torch.int64, device=image.device)
 
+    def run(
+        self, network: Callable[..., List[np.ndarray]], image: np.ndarray, image_size: Tuple[int, int]
+    ) -> List[np.ndarray]:
+        """The raw outputs for one (1, 3, H, W) NumPy network input.
+
+        ``network(*inputs)`` runs the exported graph once (in any runtime) on NumPy inputs and returns
+        its NumPy outputs. Most models call it once; a model whose inference runs the graph several
+        times (CFT's sliding windows) overrides this, so every runtime shares the same loop.
+        """
+        return list(network(*self.network_inputs(image, image_size)))
+
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """
         Args:

@@ -14,10 +14,14 @@ __all__ = ["OnnxPredictor", "run_adapter"]
 def run_adapter(adapter: ExportAdapter, image: np.ndarray, image_size: Tuple[int, int]) -> List[np.ndarray]:
     """The PyTorch counterpart of :meth:`OnnxPredictor.run_network`: ``adapter`` on a (1, 3, H, W)
     input whose resized image is ``image_size`` (h, w)."""
-    inputs = adapter.network_inputs(torch.from_numpy(image).to(adapter.pixel_mean.device), image_size)
-    with torch.no_grad():
-        outputs = adapter(*inputs)
-    return [o.cpu().numpy() for o in outputs]
+    device = adapter.pixel_mean.device
+
+    def network(*inputs: np.ndarray) -> List[np.ndarray]:
+        with torch.no_grad():
+            outputs = adapter(*(torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in inputs))
+        return [o.cpu().numpy() for o in outputs]
+
+    return adapter.run(network, image, image_size)
 
 
 class OnnxPredictor:
@@ -56,8 +60,11 @@ class OnnxPredictor:
     def run_network(self, image: np.ndarray, image_size: Tuple[int, int]) -> List[np.ndarray]:
         """(1, 3, H, W) float32 network input, with the (h, w) of the resized image inside it -> the raw
         outputs, in ``adapter.output_names`` order."""
-        inputs = self.adapter.network_inputs(image, image_size)
-        return self.session.run(None, dict(zip(self.adapter.input_names, inputs)))
+        def network(*inputs: np.ndarray) -> List[np.ndarray]:
+            feed = {name: np.ascontiguousarray(x) for name, x in zip(self.adapter.input_names, inputs)}
+            return self.session.run(None, feed)
+
+        return self.adapter.run(network, image, image_size)
 
     def __call__(self, image_bgr: np.ndarray) -> Dict:
         x, image_size = self.preprocess(image_bgr)
