@@ -47,6 +47,7 @@ class GeneralizedRCNNExportAdapter(ExportAdapter):
 
     input_names = ("image", "image_size")
     output_names = ("boxes", "scores", "classes", "masks")
+    supports_torchscript = False
 
     def __init__(self, model):
         super().__init__(model)

@@ -39,6 +39,7 @@ class ExportAdapter(nn.Module):
             or ``("image", "image_size")`` for models that also need the size of the image inside the
             padded input (a (2,) int64 tensor ``(h, w)``; the R-CNN detectors clip boxes to it).
         output_names: names of ``forward``'s outputs, in order (the ONNX output names).
+        supports_torchscript: whether the TorchScript format (a trace) is offered.
         size_divisibility: the exported network takes images whose height and width are multiples of
             this (the caller pads, see :class:`segcommon.deploy.preprocess.Preprocessor`); 1 when
             any size is accepted.
@@ -46,6 +47,8 @@ class ExportAdapter(nn.Module):
 
     input_names: Tuple[str, ...] = ("image",)
     output_names: Tuple[str, ...] = ()
+    # False where a trace would freeze data-dependent sizes (detection counts) into constants.
+    supports_torchscript: bool = True
 
     def __init__(self, model: nn.Module):
         super().__init__()

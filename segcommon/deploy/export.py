@@ -206,6 +206,11 @@ def export_adapter(
         path = os.path.join(output_dir, "model.pt2")
         torch.export.save(export_program(adapter, sample, dynamic), path)
         return path
+    if not adapter.supports_torchscript:
+        raise ExportError(
+            f"{type(adapter).__name__} cannot be traced to TorchScript: its output sizes depend on the data"
+            " (a trace would freeze them); use --format onnx or export"
+        )
     path = os.path.join(output_dir, "model.ts")
     with torch.no_grad(), _tracked(adapter) as tracker:
         try:

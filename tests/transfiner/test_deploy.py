@@ -7,6 +7,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import REPO
+from segcommon.deploy import ExportError, export_adapter
 from segcommon.engine import setup_cfg
 from transfiner.deploy import GeneralizedRCNNExportAdapter, _refine_slots
 
@@ -84,3 +85,21 @@ def test_postprocess_leaves_the_network_outputs_unchanged():
     assert result.pred_masks.shape == (1, 200, 256) and int(result.pred_masks.sum()) > 0
     for a, b in zip(outputs, before):
         assert np.array_equal(a, b)
+
+
+def test_torchscript_is_refused_and_the_program_runs_at_another_size(tmp_path):
+    """A trace would freeze the detection counts: refused by name. The torch.export program takes
+    another image size and reproduces the adapter."""
+    torch.manual_seed(0)
+    baseline = str(REPO / "configs" / "baselines" / "mask_rcnn_R18_FPN_toy.yaml")
+    adapter = GeneralizedRCNNExportAdapter(build_model(setup_cfg(baseline, [], check_datasets=False)).eval())
+    with pytest.raises(ExportError, match="cannot be traced to TorchScript"):
+        export_adapter(adapter, torch.randn(1, 3, 128, 160), "torchscript", str(tmp_path))
+    program = torch.export.load(export_adapter(adapter, torch.randn(1, 3, 128, 160), "export", str(tmp_path)))
+    x, size = torch.randn(1, 3, 96, 192), torch.tensor([90, 180])
+    with torch.no_grad():
+        expected, actual = adapter(x, size), program.module()(x, size)
+    assert len(expected[0]) > 0
+    for e, a in zip(expected, actual):
+        assert e.shape == a.shape
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-4)
