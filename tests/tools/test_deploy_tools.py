@@ -44,7 +44,9 @@ def test_export_then_run_and_compare(tmp_path):
     assert r.returncode == 1, r.stderr[-3000:]  # one unreadable image, reported and counted
     log = r.stdout + r.stderr
     assert "broken.png: cannot read image" in log
-    assert log.count("final masks agree on 100.000% of pixels") == 2
+    # Random weights (export_model.py draws new ones each run): a near-tied pixel may flip.
+    agreements = [float(a) for a in re.findall(r"final masks agree on ([0-9.]+)% of pixels", log)]
+    assert len(agreements) == 2 and min(agreements) >= 99.5, agreements
     assert log.count("PyTorch moved by input noise 1e-06: sem_seg_logits") == 2
     assert "2 image(s): onnxruntime mean" in log
     assert sorted(os.listdir(vis)) == ["a.png", "b.png"]
