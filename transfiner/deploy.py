@@ -140,11 +140,8 @@ def transfiner_mask_probs(
 
     semantic = pooler.conv_norm_relus_semantic(features[0])
     fine_inputs = [features[0] + semantic] + list(features[1:])
-    slot_boxes, slot_levels = _pad_rows(boxes, slots), _pad_rows(levels, slots)
-    fine = []
-    for level_poolers in pooler._fine_poolers:
-        slot_levels = (slot_levels - 1).clamp(min=0)  # one level finer per quadtree level, down to p2
-        fine.append(pool_rois(level_poolers, fine_inputs, slot_boxes, slot_levels))
+    slot_rois = torch.cat([boxes.new_zeros((slots, 1)), _pad_rows(boxes, slots)], dim=1)
+    fine = pooler.pool_fine(fine_inputs, slot_rois, _pad_rows(levels, slots))
     occupied = torch.arange(slots, device=boxes.device) < n
     refined = _refine_slots(
         head, _pad_rows(probs, slots), _pad_rows(incoherence, slots), _pad_rows(x14, slots), fine, occupied

@@ -124,6 +124,11 @@ def _dynamic_shapes(adapter: ExportAdapter, sample: torch.Tensor) -> Dict:
     return shapes
 
 
+def _sample_inputs(adapter: ExportAdapter, sample: torch.Tensor) -> tuple:
+    """``forward``'s arguments for tracing at ``sample``, taken as an unpadded image."""
+    return adapter.network_inputs(sample, tuple(sample.shape[-2:]))
+
+
 def _tracing_failure(stage: str, tracker: _ModuleTracker, e: Exception) -> ExportError:
     """The error of a failure while ``stage`` ran the model: the submodule that was running, the
     operator if the message names one, and the innermost source line outside torch."""
@@ -143,8 +148,7 @@ def export_program(adapter: ExportAdapter, sample: torch.Tensor, dynamic: bool =
     shapes = _dynamic_shapes(adapter, sample) if dynamic else None
     with torch.no_grad(), _tracked(adapter) as tracker:
         try:
-            inputs = adapter.network_inputs(sample, tuple(sample.shape[-2:]))
-            return torch.export.export(adapter, inputs, dynamic_shapes=shapes, strict=False)
+            return torch.export.export(adapter, _sample_inputs(adapter, sample), dynamic_shapes=shapes, strict=False)
         except Exception as e:
             raise _tracing_failure("torch.export", tracker, e) from e
 
@@ -172,7 +176,7 @@ def export_onnx(adapter: ExportAdapter, sample: torch.Tensor, path: str, dynamic
     try:
         onnx_program = torch.onnx.export(
             program,
-            adapter.network_inputs(sample, tuple(sample.shape[-2:])),
+            _sample_inputs(adapter, sample),
             dynamo=True,
             input_names=list(adapter.input_names),
             output_names=list(adapter.output_names),
@@ -214,7 +218,7 @@ def export_adapter(
     path = os.path.join(output_dir, "model.ts")
     with torch.no_grad(), _tracked(adapter) as tracker:
         try:
-            traced = torch.jit.trace(adapter, adapter.network_inputs(sample, tuple(sample.shape[-2:])), check_trace=False)
+            traced = torch.jit.trace(adapter, _sample_inputs(adapter, sample), check_trace=False)
         except Exception as e:
             raise _tracing_failure("TorchScript tracing", tracker, e) from e
     logger.warning(

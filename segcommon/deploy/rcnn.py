@@ -22,6 +22,8 @@ from detectron2.structures import Boxes
 from torch import Tensor, nn
 from torchvision.ops import nms
 
+from segcommon.layers.roi_pooling import pool_by_level
+
 __all__ = [
     "clip_boxes",
     "batched_nms",
@@ -95,23 +97,9 @@ def pooler_levels(pooler: ROIPooler, boxes: Tensor) -> Tensor:
 def pool_rois(
     level_poolers: Sequence[nn.Module], features: Sequence[Tensor], boxes: Tensor, levels: Tensor
 ) -> Tensor:
-    """``ROIPooler.forward`` for one image with given level indices.
-
-    Args:
-        level_poolers: one RoIAlign per feature level.
-        features: per level, (1, C, H_l, W_l).
-        boxes: (R, 4); levels: (R,) int64 index of the level each box reads.
-
-    Returns:
-        (R, C, S, S), S the poolers' output size.
-    """
+    """:func:`pool_by_level` for one image: boxes (R, 4), levels (R,) -> (R, C, S, S)."""
     rois = torch.cat([boxes.new_zeros((boxes.shape[0], 1)), boxes], dim=1)
-    size = level_poolers[0].output_size
-    out = features[0].new_zeros((boxes.shape[0], features[0].shape[1], *size))
-    for level, (pooler, x) in enumerate(zip(level_poolers, features)):
-        inds = torch.nonzero(levels == level)[:, 0]
-        out = out.index_put((inds,), pooler(x, rois[inds]))
-    return out
+    return pool_by_level(level_poolers, features, rois, levels)
 
 
 def rpn_proposals(rpn: RPN, features: List[Tensor], image_size: Tensor) -> Tuple[Tensor, Tensor]:

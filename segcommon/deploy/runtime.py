@@ -42,18 +42,16 @@ class OnnxPredictor:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        names = tuple(o.name for o in self.session.get_outputs())
-        if names != tuple(adapter.output_names):
-            raise ValueError(
-                f"{onnx_path} has outputs {names}, but this config's model expects {tuple(adapter.output_names)}:"
-                " was it exported from another config?"
-            )
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        if inputs != tuple(adapter.input_names):
-            raise ValueError(
-                f"{onnx_path} has inputs {inputs}, but this config's model expects {tuple(adapter.input_names)}:"
-                " was it exported from another config?"
-            )
+        for kind, found, expected in (
+            ("inputs", self.session.get_inputs(), adapter.input_names),
+            ("outputs", self.session.get_outputs(), adapter.output_names),
+        ):
+            names = tuple(n.name for n in found)
+            if names != tuple(expected):
+                raise ValueError(
+                    f"{onnx_path} has {kind} {names}, but this config's model expects {tuple(expected)}:"
+                    " was it exported from another config?"
+                )
         self.adapter = adapter
         self.preprocess = Preprocessor.from_config(cfg, adapter.size_divisibility)
 

@@ -6,11 +6,12 @@ from a level one step finer than the previous one, with p2 enhanced by a semanti
 """
 from typing import List, Sequence, Tuple
 
-import torch
-from detectron2.layers import ROIAlign, nonzero_tuple
+from detectron2.layers import ROIAlign
 from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
 from detectron2.structures import Boxes
 from torch import Tensor, nn
+
+from segcommon.layers.roi_pooling import pool_by_level
 
 __all__ = ["TransfinerMaskPooler"]
 
@@ -92,20 +93,23 @@ class TransfinerMaskPooler(ROIPooler):
         cap = self.max_rois_train if self.training else self.max_rois_test
         boxes = convert_boxes_to_pooler_format(box_lists)[:cap] if box_lists else None
         n, c = (0 if boxes is None else len(boxes)), x[0].shape[1]
-        fine = []
         if n == 0:
             fine = [x[0].new_zeros((0, c, s, s)) for s in self.refine_sizes]
             return (x14, *fine, semantic)
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
         )[:cap]
+        return (x14, *self.pool_fine(fine_inputs, boxes, levels), semantic)
+
+    def pool_fine(self, fine_inputs: Sequence[Tensor], rois: Tensor, levels: Tensor) -> List[Tensor]:
+        """The fine RoI features, one (n, C, s, s) tensor per ``refine_sizes``.
+
+        Args:
+            fine_inputs: [p2 + S, p3, p4, p5].
+            rois: (n, 5) boxes in pooler format; levels: (n,) their level in the 14x14 pooling.
+        """
+        fine = []
         for poolers in self._fine_poolers:
             levels = (levels - 1).clamp(min=0)  # one level finer per quadtree level, down to p2
-            s = poolers[0].output_size[0]
-            out = x[0].new_zeros((n, c, s, s))
-            for level, pooler in enumerate(poolers):
-                inds = nonzero_tuple(levels == level)[0]
-                if len(inds):
-                    out.index_put_((inds,), pooler(fine_inputs[level], boxes[inds]))
-            fine.append(out)
-        return (x14, *fine, semantic)
+            fine.append(pool_by_level(poolers, fine_inputs, rois, levels))
+        return fine
