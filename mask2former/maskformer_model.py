@@ -24,7 +24,7 @@ from .modeling.matcher import HungarianMatcher
 from .modeling.postprocessing import (
     instance_inference,
     instance_topk,
-    instances_from_selection,
+    instances_from_lowres_selection,
     panoptic_inference,
     semantic_inference,
 )
@@ -232,10 +232,9 @@ class MaskFormer(nn.Module):
         the same result as :func:`instance_inference` on the masks upsampled to the padded size and
         post-processed (spec §2.4, §2.7), upsampling only the top-k selected queries' masks."""
         scores, classes, query_indices = instance_topk(mask_cls.to(mask_pred), self.test_topk_per_image)
-        masks = retry_if_cuda_oom(_upsample_mask_logits)(
-            mask_pred[query_indices], padded_size, image_size, height, width
+        return retry_if_cuda_oom(instances_from_lowres_selection)(
+            scores, classes, mask_pred[query_indices], padded_size, image_size, (height, width)
         )
-        return retry_if_cuda_oom(instances_from_selection)(scores.to(masks.device), classes.to(masks.device), masks)
 
     def prepare_targets(self, instances, images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """Per image ``{"labels": (N,), "masks": (N, H, W)}``, masks zero-padded to the batch size."""
@@ -247,15 +246,6 @@ class MaskFormer(nn.Module):
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             targets.append({"labels": inst.gt_classes, "masks": padded})
         return targets
-
-
-def _upsample_mask_logits(mask_pred: torch.Tensor, padded_size, image_size, height: int, width: int) -> torch.Tensor:
-    """Mask logits (n, h, w) at 1/4 resolution to the output size (n, height, width): bilinear to
-    the padded batch size, then ``sem_seg_postprocess`` (crop to ``image_size``, resize)."""
-    if mask_pred.shape[0] == 0:  # interpolate rejects empty inputs
-        return mask_pred.new_zeros((0, height, width))
-    mask_pred = F.interpolate(mask_pred[None], size=padded_size, mode="bilinear", align_corners=False)[0]
-    return sem_seg_postprocess(mask_pred, image_size, height, width)
 
 
 register_model_tasks(

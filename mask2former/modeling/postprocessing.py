@@ -7,7 +7,7 @@ Pure functions of tensors and thresholds (no config), following the official
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.structures import BitMasks, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 from torch.nn import functional as F
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "instance_inference",
     "instance_topk",
     "instances_from_selection",
+    "instances_from_lowres_selection",
+    "upsample_mask_logits",
 ]
 
 
@@ -110,13 +112,68 @@ def instances_from_selection(
 ) -> Instances:
     """``Instances`` from the selection of :func:`instance_topk` and the selected queries' mask
     logits ``mask_pred`` (n, H, W) at output resolution (row i belongs to pair i)."""
-    result = Instances(tuple(mask_pred.shape[-2:]))
-    masks = (mask_pred > 0).float()
-    mask_scores = (mask_pred.sigmoid().flatten(1) * masks.flatten(1)).sum(1) / (masks.flatten(1).sum(1) + 1e-6)
+    masks, mask_scores, boxes = _mask_results(mask_pred)
+    return _instances(scores_per_image, labels_per_image, masks.float(), mask_scores, boxes)
+
+
+def instances_from_lowres_selection(
+    scores_per_image: torch.Tensor,
+    labels_per_image: torch.Tensor,
+    mask_pred: torch.Tensor,
+    padded_size: Sequence[int],
+    image_size: Sequence[int],
+    output_size: Sequence[int],
+    chunk_size: int = 8,
+) -> Instances:
+    """:func:`instances_from_selection` of the selected queries' 1/4-resolution mask logits
+    ``mask_pred`` (n, h, w), resized as :func:`upsample_mask_logits` does, ``chunk_size`` masks at a
+    time: only the final 0/1 masks are ever held at output resolution (n float logit maps of a
+    large image take gigabytes, and small chunks stay in the CPU's caches)."""
+    height, width = output_size
+    n = mask_pred.shape[0]
+    masks = mask_pred.new_zeros((n, height, width))
+    mask_scores = mask_pred.new_zeros((n,))
+    boxes = mask_pred.new_zeros((n, 4))
+    for start in range(0, n, chunk_size):
+        rows = slice(start, start + chunk_size)
+        logits = upsample_mask_logits(mask_pred[rows], padded_size, image_size, output_size)
+        fg, mask_scores[rows], boxes[rows] = _mask_results(logits)
+        masks[rows] = fg
+    return _instances(scores_per_image, labels_per_image, masks, mask_scores, boxes)
+
+
+def upsample_mask_logits(
+    mask_pred: torch.Tensor, padded_size: Sequence[int], image_size: Sequence[int], output_size: Sequence[int]
+) -> torch.Tensor:
+    """Mask logits (n, h, w) at 1/4 of the padded batch to the output size (n, height, width):
+    bilinear to ``padded_size``, then Detectron2's ``sem_seg_postprocess`` (crop to ``image_size``,
+    bilinear to the output size), whose resize is skipped when the crop already has the output size
+    (it is then the identity)."""
+    height, width = output_size
+    if mask_pred.shape[0] == 0:  # interpolate rejects empty inputs
+        return mask_pred.new_zeros((0, height, width))
+    mask_pred = F.interpolate(mask_pred[None], size=tuple(padded_size), mode="bilinear", align_corners=False)[0]
+    mask_pred = mask_pred[:, : image_size[0], : image_size[1]]
+    if tuple(mask_pred.shape[-2:]) == (height, width):
+        return mask_pred
+    return F.interpolate(mask_pred[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+
+
+def _mask_results(mask_pred: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From mask logits (n, H, W): the masks ``logit > 0`` (bool), their scores (mean foreground
+    probability) and their tight boxes (n, 4) XYXY in pixels (zeros for empty masks)."""
+    fg = mask_pred > 0
+    area = fg.flatten(1).sum(1)
+    mask_scores = (mask_pred.sigmoid().flatten(1) * fg.flatten(1)).sum(1) / (area + 1e-6)
+    return fg, mask_scores, BitMasks(fg).get_bounding_boxes().tensor
+
+
+def _instances(scores_per_image, labels_per_image, masks, mask_scores, boxes) -> Instances:
+    result = Instances(tuple(masks.shape[-2:]))
     result.pred_masks = masks
     # The official code emits all-zero boxes; tight boxes leave segm AP unchanged and make bbox AP
     # and the visualiser meaningful.
-    result.pred_boxes = BitMasks(masks > 0).get_bounding_boxes()
+    result.pred_boxes = Boxes(boxes)
     result.scores = scores_per_image * mask_scores
     result.pred_classes = labels_per_image
     return result

@@ -112,9 +112,8 @@ def test_instance_only_inference_matches_full_upsampling(topk):
         _assert_instances_equal(result["instances"], _reference_instances(mask_cls, mask_pred, topk))
 
 
-def test_instance_only_inference_upsamples_only_selected_queries(monkeypatch):
-    batched_inputs, pred_logits, pred_masks = _case(num_queries=12)
-    topk = 4
+def _count_resized_channels(monkeypatch):
+    """Records the channel count of every ``F.interpolate`` call."""
     channels = []
     interpolate = F.interpolate
 
@@ -123,10 +122,29 @@ def test_instance_only_inference_upsamples_only_selected_queries(monkeypatch):
         return interpolate(x, *args, **kwargs)
 
     monkeypatch.setattr(F, "interpolate", counting_interpolate)
+    return channels
+
+
+def test_instance_only_inference_upsamples_only_selected_queries(monkeypatch):
+    batched_inputs, pred_logits, pred_masks = _case(num_queries=12)
+    topk = 4
+    channels = _count_resized_channels(monkeypatch)
     with torch.no_grad():
         _model(pred_logits, pred_masks, topk)(batched_inputs)
-    # per image: to the padded size, then the output size (sem_seg_postprocess)
-    assert channels == [topk] * 4
+    # The first image: to the padded size, then to its output size (sem_seg_postprocess). The
+    # second keeps its image size, where that second resize is the identity and is skipped.
+    assert channels == [topk] * 3
+
+
+def test_instance_only_inference_works_in_chunks_of_selected_masks(monkeypatch):
+    """More selected pairs than one chunk: the masks are resized a few at a time (the result is
+    checked against the full formulation by the test above, with 30 pairs)."""
+    batched_inputs, pred_logits, pred_masks = _case(num_queries=12)
+    channels = _count_resized_channels(monkeypatch)
+    with torch.no_grad():
+        results = _model(pred_logits, pred_masks, 20)(batched_inputs)
+    assert [len(r["instances"]) for r in results] == [20, 20]
+    assert channels == [8, 8, 8, 8, 4, 4] + [8, 8, 4]
 
 
 def test_instance_only_inference_with_topk_zero():

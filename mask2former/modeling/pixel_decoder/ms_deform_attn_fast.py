@@ -23,6 +23,7 @@ _EXTENSION = CompiledExtension(
     what="Multi-scale deformable attention (pure-PyTorch path otherwise)",
     disable_env="SEGZOO_MSDEFORM_IMPL",
     disable_value="pytorch",
+    use_avx2=True,
 )
 
 

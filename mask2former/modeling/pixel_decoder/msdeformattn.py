@@ -402,8 +402,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             y, _, _ = self.transformer(srcs, pos)
             bs = y.shape[0]
             shapes = [tuple(s.shape[-2:]) for s in srcs]
+            # Contiguous maps: a transposed view is channels-last in memory, on which bilinear
+            # resizing below runs about 6x slower on CPU.
             out = [
-                z.transpose(1, 2).reshape(bs, -1, h, w)
+                z.transpose(1, 2).reshape(bs, -1, h, w).contiguous()
                 for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)
             ]
 

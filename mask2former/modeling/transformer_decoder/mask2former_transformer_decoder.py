@@ -222,9 +222,14 @@ def compute_attention_mask(mask_logits: Tensor, target_size: Sequence[int], num_
         the mask.
     """
     a = F.interpolate(mask_logits, size=tuple(target_size), mode="bilinear", align_corners=False)
+    return attention_mask_from_logits(a, num_heads)
+
+
+def attention_mask_from_logits(mask_logits: Tensor, num_heads: int) -> Tensor:
+    """:func:`compute_attention_mask` of mask logits (B, Q, h, w) already at the target level."""
     # sigmoid(a) < 0.5 rather than a < 0: identical except where float32 rounds sigmoid of a tiny
     # negative logit to exactly 0.5, and the reference compares the probability.
-    blocked = a.sigmoid().flatten(2) < MASK_ATTENTION_THRESHOLD  # (B, Q, h*w)
+    blocked = mask_logits.sigmoid().flatten(2) < MASK_ATTENTION_THRESHOLD  # (B, Q, h*w)
     blocked = blocked.unsqueeze(1).expand(-1, num_heads, -1, -1).flatten(0, 1)  # (B*M, Q, h*w)
     return blocked.detach()
 
@@ -414,7 +419,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
               * "pred_masks": (B, Q, H/4, W/4) mask logits after the last layer;
               * "aux_outputs": ``dec_layers`` dicts with the same two keys, the predictions from the
                 learnable queries first, then after layers 0 .. dec_layers - 2 (empty when
-                ``deep_supervision`` is False).
+                ``deep_supervision`` is False, and in eval mode, where only the last prediction's
+                mask logits are computed at 1/4 resolution).
         """
         del mask
         if len(x) != self.num_feature_levels:
@@ -437,10 +443,20 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         predictions_class: List[Tensor] = []
         predictions_mask: List[Tensor] = []
+        # In eval mode only the last prediction is returned. Each earlier one only gives the next
+        # layer its attention mask: the mask logits resized to a coarser level. Resizing is linear
+        # and per channel, so it commutes with the projection onto the mask embeddings: resizing
+        # mask_features once per level and projecting there gives the same attention masks (to
+        # float rounding) without computing 1/4-resolution masks that nothing reads.
+        resized_mask_features: List[Optional[Tensor]] = [None] * self.num_feature_levels
+        if not self.training and self.num_layers > 0:
+            resized_mask_features = [
+                F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in size_list
+            ]
 
         # Predictions from the learnable queries supervise them directly and give the first mask.
         outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-            output, mask_features, attn_mask_target_size=size_list[0]
+            output, mask_features, attn_mask_target_size=size_list[0], attn_mask_features=resized_mask_features[0]
         )
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
@@ -462,10 +478,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_ffn_layers[i](output)
 
             # The mask for the next layer is sized for the level that layer will attend to.
+            next_level = (i + 1) % self.num_feature_levels
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
                 output,
                 mask_features,
-                attn_mask_target_size=size_list[(i + 1) % self.num_feature_levels],
+                attn_mask_target_size=size_list[next_level],
+                attn_mask_features=None if i == self.num_layers - 1 else resized_mask_features[next_level],
             )
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
@@ -474,28 +492,39 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return {
             "pred_logits": predictions_class[-1],
             "pred_masks": predictions_mask[-1],
-            "aux_outputs": self._set_aux_loss(predictions_class, predictions_mask),
+            "aux_outputs": self._set_aux_loss(predictions_class, predictions_mask) if self.training else [],
         }
 
     def forward_prediction_heads(
-        self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Sequence[int]
-    ) -> Tuple[Tensor, Tensor, Tensor]:
+        self,
+        output: Tensor,
+        mask_features: Tensor,
+        attn_mask_target_size: Sequence[int],
+        attn_mask_features: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
         """
         Args:
             output: (Q, B, C) query features, sequence-first.
             mask_features: (B, mask_dim, H/4, W/4).
             attn_mask_target_size: (h, w) of the level the next layer attends to.
+            attn_mask_features: when given, ``mask_features`` already resized to
+                ``attn_mask_target_size``: the attention mask is computed from it and no
+                1/4-resolution mask logits are returned (None in their place).
 
         Returns:
-            class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4), and the attention mask for the
-            next layer, bool (B * nheads, Q, h * w), True = blocked (see :func:`compute_attention_mask`).
+            class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4) or None, and the attention mask
+            for the next layer, bool (B * nheads, Q, h * w), True = blocked (see
+            :func:`compute_attention_mask`).
         """
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
         outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-        attn_mask = compute_attention_mask(outputs_mask, attn_mask_target_size, self.num_heads)
-        return outputs_class, outputs_mask, attn_mask
+        if attn_mask_features is None:
+            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+            attn_mask = compute_attention_mask(outputs_mask, attn_mask_target_size, self.num_heads)
+            return outputs_class, outputs_mask, attn_mask
+        logits = torch.einsum("bqc,bchw->bqhw", mask_embed, attn_mask_features)
+        return outputs_class, None, attention_mask_from_logits(logits, self.num_heads)
 
     @torch.jit.unused
     def _set_aux_loss(

@@ -151,7 +151,8 @@ def test_layers_attend_round_robin_with_masks_from_previous_prediction():
     """Records what each cross-attention layer receives and checks it against the rule applied to the
     prediction made just before that layer, at the resolution of the level it attends to."""
     torch.manual_seed(0)
-    decoder = _small_decoder(in_channels=32, pre_norm=False).eval()  # identity input projection
+    # Train mode returns the intermediate predictions (no dropout in this decoder).
+    decoder = _small_decoder(in_channels=32, pre_norm=False).train()  # identity input projection
     x, mask_features = _features(2, 32, 8, (64, 96))
     seen: List[Dict] = []
 
@@ -178,6 +179,45 @@ def test_layers_attend_round_robin_with_masks_from_previous_prediction():
         expected = torch.stack([blocked[b] for b in range(2) for _ in range(decoder.num_heads)])
         expected[expected.all(-1)] = False
         assert torch.equal(rec["mask"], expected)
+
+
+def _record_attention_masks(decoder, x, mask_features):
+    masks: List[torch.Tensor] = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, a, kw: masks.append(kw["memory_mask"]), with_kwargs=True)
+        for layer in decoder.transformer_cross_attention_layers
+    ]
+    with torch.no_grad():
+        out = decoder(x, mask_features)
+    for h in hooks:
+        h.remove()
+    return out, masks
+
+
+@pytest.mark.parametrize("name", ["small", "coco-instance-r50"])
+def test_eval_mode_computes_the_same_attention_masks_at_low_resolution(name):
+    """Eval mode resizes the mask features to each level instead of resizing 1/4-resolution mask
+    logits: the attention masks every layer receives and the final predictions are those of the
+    full computation (train mode; these decoders have no dropout), and no intermediate masks are
+    returned."""
+    torch.manual_seed(0)
+    if name == "small":
+        decoder = _small_decoder(in_channels=32, pre_norm=False)
+        x, mask_features = _features(2, 32, 8, (64, 96))
+    else:
+        decoder = _build(_cfg(COCO_INSTANCE_R50))
+        x, mask_features = _features(1, 256, 256, (160, 224))
+    full, full_masks = _record_attention_masks(decoder.train(), x, mask_features)
+    fast, fast_masks = _record_attention_masks(decoder.eval(), x, mask_features)
+
+    assert len(full_masks) == len(fast_masks) == decoder.num_layers
+    for a, b in zip(full_masks, fast_masks):
+        assert a.shape == b.shape and a.dtype == b.dtype == torch.bool
+        # Equal up to logits within float rounding of 0; this input has none.
+        assert torch.equal(a, b)
+    torch.testing.assert_close(fast["pred_logits"], full["pred_logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast["pred_masks"], full["pred_masks"], rtol=1e-5, atol=1e-4)
+    assert len(full["aux_outputs"]) == decoder.num_layers and fast["aux_outputs"] == []
 
 
 @pytest.mark.parametrize("per_head", [False, True], ids=["same-key-all-heads", "one-key-per-head"])

@@ -60,6 +60,54 @@ inline Corners corners_of(scalar_t loc_x, scalar_t loc_y, int64_t H, int64_t W) 
   return c;
 }
 
+template <typename scalar_t>
+struct ForwardArgs {
+  const scalar_t* v;
+  const scalar_t* loc;
+  const scalar_t* attn;
+  scalar_t* out;
+  const int64_t* shapes;
+  const int64_t* starts;
+  int64_t Q, S, M, D, L, P;
+};
+
+// Output rows [begin, end) of the (b, q) pairs. kD > 0 fixes the head width D at compile time; the
+// sum over the samples of a head is accumulated in `acc` and written once.
+template <typename scalar_t, int64_t kD>
+void forward_rows(const ForwardArgs<scalar_t>& a, int64_t begin, int64_t end) {
+  const int64_t D = kD > 0 ? kD : a.D;
+  const int64_t M = a.M, L = a.L, P = a.P;
+  std::vector<scalar_t> heap_acc(kD > 0 ? 0 : D);
+  scalar_t stack_acc[kD > 0 ? kD : 1];
+  scalar_t* __restrict__ acc = kD > 0 ? stack_acc : heap_acc.data();
+  for (int64_t bq = begin; bq < end; ++bq) {
+    const int64_t b = bq / a.Q;
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t head = bq * M + m;  // index of (b, q, m) in the location/weight arrays
+      for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t H = a.shapes[2 * l], W = a.shapes[2 * l + 1];
+        // value[b, starts[l] + token, m, :]
+        const scalar_t* vl = a.v + ((b * a.S + a.starts[l]) * M + m) * D;
+        for (int64_t p = 0; p < P; ++p) {
+          const int64_t k = (head * L + l) * P + p;
+          const Corners c = corners_of(a.loc[2 * k], a.loc[2 * k + 1], H, W);
+          if (!c.any) continue;
+          const scalar_t w_attn = a.attn[k];
+          for (int corner = 0; corner < 4; ++corner) {
+            if (c.idx[corner] < 0) continue;
+            const scalar_t w = w_attn * static_cast<scalar_t>(c.w[corner]);
+            const scalar_t* __restrict__ vc = vl + c.idx[corner] * M * D;
+            for (int64_t d = 0; d < D; ++d) acc[d] += w * vc[d];
+          }
+        }
+      }
+      scalar_t* __restrict__ o = a.out + head * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[d];
+    }
+  }
+}
+
 void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
                   const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
   TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_cpu: tensors must be on the CPU");
@@ -88,39 +136,24 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value_in, const at::Tensor& 
   const auto attn = attn_in.contiguous();
   const int64_t B = value.size(0), S = value.size(1), M = value.size(2), D = value.size(3);
   const int64_t Q = loc.size(1), L = loc.size(3), P = loc.size(4);
-  auto output = at::zeros({B, Q, M * D}, value.options());
+  auto output = at::empty({B, Q, M * D}, value.options());
   const int64_t* shp = shapes.data_ptr<int64_t>();
   const int64_t* st = starts.data_ptr<int64_t>();
 
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward", [&] {
-    const scalar_t* __restrict__ v = value.data_ptr<scalar_t>();
-    const scalar_t* __restrict__ lc = loc.data_ptr<scalar_t>();
-    const scalar_t* __restrict__ aw = attn.data_ptr<scalar_t>();
-    scalar_t* __restrict__ out = output.data_ptr<scalar_t>();
+    const scalar_t* v = value.data_ptr<scalar_t>();
+    const scalar_t* lc = loc.data_ptr<scalar_t>();
+    const scalar_t* aw = attn.data_ptr<scalar_t>();
+    scalar_t* out = output.data_ptr<scalar_t>();
+    const ForwardArgs<scalar_t> args{v, lc, aw, out, shp, st, Q, S, M, D, L, P};
+    // A compile-time head width lets the compiler keep the accumulator in vector registers.
     at::parallel_for(0, B * Q, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t bq = begin; bq < end; ++bq) {
-        const int64_t b = bq / Q;
-        for (int64_t m = 0; m < M; ++m) {
-          scalar_t* __restrict__ o = out + (bq * M + m) * D;
-          const int64_t head = bq * M + m;  // index of (b, q, m) in the location/weight arrays
-          for (int64_t l = 0; l < L; ++l) {
-            const int64_t H = shp[2 * l], W = shp[2 * l + 1];
-            // value[b, st[l] + token, m, :]
-            const scalar_t* vl = v + ((b * S + st[l]) * M + m) * D;
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t k = (head * L + l) * P + p;
-              const Corners c = corners_of(lc[2 * k], lc[2 * k + 1], H, W);
-              if (!c.any) continue;
-              const scalar_t a = aw[k];
-              for (int corner = 0; corner < 4; ++corner) {
-                if (c.idx[corner] < 0) continue;
-                const scalar_t w = a * static_cast<scalar_t>(c.w[corner]);
-                const scalar_t* __restrict__ vc = vl + c.idx[corner] * M * D;
-                for (int64_t d = 0; d < D; ++d) o[d] += w * vc[d];
-              }
-            }
-          }
-        }
+      if (D == 32) {
+        forward_rows<scalar_t, 32>(args, begin, end);
+      } else if (D == 64) {
+        forward_rows<scalar_t, 64>(args, begin, end);
+      } else {
+        forward_rows<scalar_t, 0>(args, begin, end);
       }
     });
   });
